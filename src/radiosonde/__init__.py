@@ -25,6 +25,7 @@ from radiosonde.events import (
     execute,
     list_handlers,
 )
+from radiosonde.facade import Metrics
 from radiosonde.spans import Span, current_span_context, span
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Handler",
     "HandlerExistsError",
     "HandlerInfo",
+    "Metrics",
     "Span",
     "attach",
     "attach_many",
