@@ -36,24 +36,45 @@ if [ ! -f "$stamp" ]; then
 fi
 
 if [ "$want_servers" = 1 ]; then
+  statsd_version=0.9.0
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo)
   apt_pkgs=()
-  command -v prometheus >/dev/null || apt_pkgs+=(prometheus)
-  command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+  # Debian's `prometheus` package ships both `prometheus` and `promtool`.
+  { command -v prometheus && command -v promtool; } >/dev/null || apt_pkgs+=(prometheus)
   command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || apt_pkgs+=(rsyslog)
-  command -v node >/dev/null || apt_pkgs+=(nodejs npm)
+  command -v node >/dev/null || apt_pkgs+=(nodejs)
+  command -v npm >/dev/null || apt_pkgs+=(npm)
   if [ "${#apt_pkgs[@]}" -gt 0 ]; then
+    if [ "${#as_root[@]}" -gt 0 ] && ! command -v sudo >/dev/null; then
+      echo "bootstrap: run as root (or install sudo) to install: ${apt_pkgs[*]}" >&2
+      exit 1
+    fi
     say "installing Debian packages: ${apt_pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
     # Keep package scripts from starting the daemons system-wide: the tests start their own.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    # A policy-rc.d that was already there (container images ship one) is left alone; ours is
+    # removed even when apt fails, so the machine is not left refusing to start services.
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      own_policy=1
+      trap '"${as_root[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+      printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+      "${as_root[@]}" chmod +x /usr/sbin/policy-rc.d
+    fi
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+    if [ "$own_policy" = 1 ]; then
+      "${as_root[@]}" rm -f /usr/sbin/policy-rc.d
+      trap - EXIT
+    fi
   fi
-  if [ ! -f .cache/node/node_modules/statsd/stats.js ]; then
-    say "installing the StatsD daemon from npm"
+  if ! grep -qs "\"version\": \"$statsd_version\"" .cache/node/node_modules/statsd/package.json; then
+    say "installing the StatsD daemon (npm statsd@$statsd_version) into .cache/node"
     mkdir -p .cache/node
-    npm install --silent --no-audit --no-fund --prefix .cache/node statsd@0.9.0 >/dev/null 2>&1 \
-      || npm install --no-audit --no-fund --prefix .cache/node statsd@0.9.0
+    # --omit=optional skips modern-syslog, a native add-on (compiled with node-gyp) that only the
+    # daemon's syslog logger uses; the tests log to stdout.
+    npm_args=(install --no-audit --no-fund --save-exact --omit=optional --prefix .cache/node "statsd@$statsd_version")
+    npm --silent "${npm_args[@]}" >/dev/null 2>&1 || npm "${npm_args[@]}"
   fi
 fi
