@@ -1,0 +1,439 @@
+"""The syslog backend: RFC 5424 formatting, and a real rsyslog receiving over UDP, TCP and a
+Unix socket (started here on loopback, with its own configuration, in a temporary directory).
+
+Also the canary test: secrets planted in log calls reach no sink — console, file, syslog (as
+rsyslog wrote it), Datadog (as the receiver got it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from radiosonde import log
+from radiosonde.logging_backends import ConsoleBackend, JsonFileBackend
+from radiosonde.logging_backends.datadog import DatadogBackend
+from radiosonde.logging_backends.syslog import SyslogBackend, escape_param_value, sd_name
+from radiosonde.testing import capture_events
+from tests._realserver import free_port, need_binary
+from tests.servers import _ManagedProcess
+from tests.test_log import fresh_log  # noqa: F401  # the autouse fixture: clean facade per test
+from tests.test_log_datadog import API_KEY, DatadogReceiver
+
+SD_ID = "radiosonde@32473"
+PROBE_APP = "radiosonde-probe"
+
+# What rsyslog writes for each message: one JSON object per line. "sd" is the structured data
+# as rsyslog's mmpstrucdata parsed (and unescaped) it; "sd_raw" is the field as received.
+_RSYSLOG_CONF = """\
+global(workDirectory="{dir}" maxMessageSize="64k")
+module(load="imudp")
+module(load="imtcp")
+module(load="imuxsock" SysSock.Use="off")
+module(load="mmpstrucdata")
+input(type="imudp" address="127.0.0.1" port="{udp_port}")
+input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
+input(type="imuxsock" Socket="{socket}" UseSpecialParser="off" ParseHostname="on"
+      UsePIDFromSystem="off" UseSysTimeStamp="off" RateLimit.Interval="0")
+template(name="received" type="list" option.jsonf="on") {{
+  property(outname="input" name="inputname" format="jsonf")
+  property(outname="pri" name="pri" format="jsonf")
+  property(outname="facility" name="syslogfacility" format="jsonf")
+  property(outname="severity" name="syslogseverity" format="jsonf")
+  property(outname="timestamp" name="timereported" dateformat="rfc3339" format="jsonf")
+  property(outname="hostname" name="hostname" format="jsonf")
+  property(outname="app" name="app-name" format="jsonf")
+  property(outname="procid" name="procid" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="sd_raw" name="structured-data" format="jsonf")
+  property(outname="sd" name="$!rfc5424-sd" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}}
+action(type="mmpstrucdata" sd_name.lowercase="off")
+action(type="omfile" file="{output}" template="received")
+"""
+
+
+class RsyslogServer(_ManagedProcess):
+    """A real rsyslogd (Debian's package) listening on 127.0.0.1 UDP and TCP ports and a Unix
+    datagram socket in its temporary directory, writing what it receives as JSON lines.
+
+    Ready when a probe message sent over each of the three transports has been written.
+    """
+
+    name = "rsyslog"
+
+    def __init__(self, startup_timeout: float = 20.0) -> None:
+        super().__init__(startup_timeout)
+        self.udp_port = 0
+        self.tcp_port = 0
+        self.socket_path = ""
+        self.output = Path()
+        self._binary = ""
+
+    def _check_installed(self) -> None:
+        self._binary = need_binary("rsyslogd", "/usr/sbin", "/sbin")
+
+    def _start_once(self) -> None:
+        assert self.dir is not None
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.tcp_port = free_port()
+        self.socket_path = str(self.dir / "log.sock")
+        self.output = self.dir / "received.jsonl"
+        conf = self.dir / "rsyslog.conf"
+        conf.write_text(
+            _RSYSLOG_CONF.format(
+                dir=self.dir,
+                udp_port=self.udp_port,
+                tcp_port=self.tcp_port,
+                socket=self.socket_path,
+                output=self.output,
+            )
+        )
+        self._spawn([self._binary, "-n", "-f", str(conf), "-i", str(self.dir / "rsyslogd.pid")])
+        self._wait_until(lambda: os.path.exists(self.socket_path), "listening on its socket")
+        self._wait_until(self._probed, "writing what it receives")
+
+    def _probed(self) -> bool:
+        probe = f"<14>1 - - {PROBE_APP} - - - probe".encode()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.sendto(probe, ("127.0.0.1", self.udp_port))
+            with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=1) as tcp:
+                tcp.sendall(b"%d %s" % (len(probe), probe))
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix:
+                unix.sendto(probe, self.socket_path)
+        except OSError:
+            return False
+        time.sleep(0.1)
+        inputs = {line["input"] for line in self._lines() if line.get("app") == PROBE_APP}
+        return inputs == {"imudp", "imtcp", "imuxsock"}
+
+    def _lines(self) -> list[dict[str, Any]]:
+        if not self.output.exists():
+            return []
+        lines = []
+        for text in self.output.read_text(errors="replace").splitlines():
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue  # a line being written right now
+            sd = line.get("sd")
+            line["sd"] = json.loads(sd) if sd else {}
+            lines.append(line)
+        return lines
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every message written so far, probes left out."""
+        return [line for line in self._lines() if line.get("app") != PROBE_APP]
+
+    def raw_output(self) -> str:
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
+
+    def wait_for(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.received()
+            if done(got):
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"rsyslog: not there after {timeout}s; got {got[-5:]}")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def rsyslog() -> Iterator[RsyslogServer]:
+    with RsyslogServer() as server:
+        yield server
+
+
+def _mine(run: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda line: line["sd"].get(SD_ID, {}).get("run") == run
+
+
+# -- RFC 5424 formatting -------------------------------------------------------------------------
+
+
+def test_param_values_escape_quote_backslash_and_bracket() -> None:
+    assert escape_param_value('a"b\\c]d') == 'a\\"b\\\\c\\]d'
+    assert escape_param_value("plain [text]") == "plain [text\\]"
+
+
+def test_param_names_are_reduced_to_valid_sd_names() -> None:
+    assert sd_name("user_id") == "user_id"
+    assert sd_name('a b=c]d"e') == "a_b_c_d_e"
+    assert sd_name("ünï") == "_n_"
+    assert sd_name("x" * 40) == "x" * 32
+    assert sd_name("") == "_"
+
+
+def test_format_builds_an_rfc5424_message() -> None:
+    backend = SyslogBackend(("127.0.0.1", 514), hostname="web-1", facility="local3")
+    metadata = {
+        "timestamp": "2024-05-01T12:00:00.123456Z",
+        "service": "checkout",
+        "environment": "prod",
+        "pid": 4242,
+        "user_id": 1,
+        "note": 'say "hi" [now]',
+        "tags": ["a", "b"],
+    }
+    data = backend.format("warning", "User logged in", metadata).decode()
+    assert data == (
+        "<156>1 2024-05-01T12:00:00.123456Z web-1 checkout 4242 - "
+        '[radiosonde@32473 service="checkout" environment="prod" user_id="1"'
+        ' note="say \\"hi\\" [now\\]" tags="[\\"a\\",\\"b\\"\\]"] User logged in'
+    )
+
+
+def test_format_without_metadata_uses_nilvalues_and_the_logger_as_msgid() -> None:
+    backend = SyslogBackend(("127.0.0.1", 514), hostname="h", app_name="my app")
+    data = backend.format("critical", "boom", {"timestamp": "2024-01-01T00:00:00Z", "pid": 1})
+    assert data == b"<10>1 2024-01-01T00:00:00Z h my_app 1 - - boom"
+    bridged = backend.format("info", "x", {"logger": "urllib3.connectionpool"}).decode()
+    assert " urllib3.connectionpool " in bridged
+
+
+def test_oversized_messages_are_shortened_to_the_limit() -> None:
+    backend = SyslogBackend(("127.0.0.1", 514), max_message_size=1000)
+    data = backend.format("info", "é" * 2000, {"k": "v"})
+    assert len(data) <= 1000
+    data.decode("utf-8")  # cut on a character boundary
+    assert f'[{SD_ID} k="v"]'.encode() in data
+    huge_sd = backend.format("info", "msg", {"k": "v" * 5000})
+    assert len(huge_sd) <= 1000 and f'[{SD_ID} truncated="true"] msg'.encode() in huge_sd
+
+
+@pytest.mark.parametrize(
+    ("address", "transport", "expected"),
+    [
+        ("udp://logs.example:1514", None, ("udp", ("logs.example", 1514))),
+        ("tcp://10.0.0.1", None, ("tcp", ("10.0.0.1", 514))),
+        ("unix:///dev/log", None, ("unix", "/dev/log")),
+        ("/run/systemd/journal/syslog", None, ("unix", "/run/systemd/journal/syslog")),
+        (("127.0.0.1", 5514), "tcp", ("tcp", ("127.0.0.1", 5514))),
+    ],
+)
+def test_addresses(address: Any, transport: Any, expected: tuple[str, Any]) -> None:
+    backend = SyslogBackend(address, transport=transport)
+    assert (backend.transport, backend.address) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"address": "http://x"}, "scheme"),
+        ({"address": ("h", 1), "transport": "unix"}, "udp' or 'tcp"),
+        ({"facility": "local9"}, "facility"),
+        ({"sd_id": "has space@1"}, "SD-ID"),
+        ({"max_message_size": 100}, "max_message_size"),
+    ],
+)
+def test_bad_arguments_fail_at_start_up(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SyslogBackend(**kwargs)
+
+
+# -- against a real rsyslog ----------------------------------------------------------------------
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("transport", ["udp", "tcp", "unix"])
+def test_rsyslog_receives_message_header_and_structured_data(
+    rsyslog: RsyslogServer, transport: str
+) -> None:
+    address: Any = (
+        rsyslog.socket_path
+        if transport == "unix"
+        else ("127.0.0.1", rsyslog.udp_port if transport == "udp" else rsyslog.tcp_port)
+    )
+    backend = SyslogBackend(address, transport=transport, facility="local4")  # type: ignore[arg-type]
+    log.configure(backends=[backend], level="debug")
+    run = uuid.uuid4().hex
+    tricky = 'quote " backslash \\ bracket ] ünïcödé'
+    log.warning("Disk almost full: 97%", run=run, mount="/var", tricky=tricky, n=3)
+    log.flush(5.0)
+    (line,) = rsyslog.wait_for(lambda got: any(map(_mine(run), got)))[-1:]
+    assert line["input"] == {"udp": "imudp", "tcp": "imtcp", "unix": "imuxsock"}[transport]
+    assert line["msg"] == "Disk almost full: 97%"
+    assert line["app"] == "checkout"
+    assert line["procid"] == str(os.getpid())
+    assert line["hostname"] == socket.gethostname()
+    assert (line["facility"], line["severity"]) == ("20", "4")
+    assert line["timestamp"].startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
+    params = line["sd"][SD_ID]
+    assert params["tricky"] == tricky, "escaped per RFC 5424 and unescaped by rsyslog"
+    assert params["mount"] == "/var" and params["n"] == "3"
+    assert params["environment"] == "test" and params["service"] == "checkout"
+    backend.close()
+
+
+@pytest.mark.server
+def test_rsyslog_levels_map_to_severities(rsyslog: RsyslogServer) -> None:
+    backend = SyslogBackend(("127.0.0.1", rsyslog.udp_port))
+    log.configure(backends=[backend], level="debug")
+    run = uuid.uuid4().hex
+    for level in ("debug", "info", "warning", "error", "critical"):
+        log.log(level, level, run=run)
+    got = rsyslog.wait_for(lambda lines: sum(map(_mine(run), lines)) == 5)
+    severities = {line["msg"]: line["severity"] for line in got if _mine(run)(line)}
+    assert severities == {"debug": "7", "info": "6", "warning": "4", "error": "3", "critical": "2"}
+    backend.close()
+
+
+@pytest.mark.server
+def test_rsyslog_over_tcp_gets_every_record_in_order_even_multiline(
+    rsyslog: RsyslogServer,
+) -> None:
+    backend = SyslogBackend(f"tcp://127.0.0.1:{rsyslog.tcp_port}", batch_size=50)
+    log.configure(backends=[backend])
+    run = uuid.uuid4().hex
+    for i in range(300):
+        log.info(f"line one {i}\nline two", run=run, i=i)
+    log.flush(10.0)
+    got = rsyslog.wait_for(lambda lines: sum(map(_mine(run), lines)) == 300)
+    mine = [line for line in got if _mine(run)(line)]
+    assert [int(line["sd"][SD_ID]["i"]) for line in mine] == list(range(300))
+    assert mine[0]["msg"].startswith("line one 0") and "line two" in mine[0]["msg"]
+    backend.close()
+
+
+@pytest.mark.server
+def test_rsyslog_restarting_does_not_lose_the_tcp_backend(rsyslog: RsyslogServer) -> None:
+    # A connection the daemon closed is noticed on the next send and reopened.
+    backend = SyslogBackend(("127.0.0.1", rsyslog.tcp_port), transport="tcp")
+    log.configure(backends=[backend])
+    run = uuid.uuid4().hex
+    log.info("before", run=run)
+    log.flush(5.0)
+    assert backend._sock is not None
+    backend._sock.close()  # as if the daemon had dropped us
+    log.info("after", run=run)
+    log.flush(5.0)
+    got = rsyslog.wait_for(lambda lines: sum(map(_mine(run), lines)) == 2)
+    assert [line["msg"] for line in got if _mine(run)(line)] == ["before", "after"]
+    backend.close()
+
+
+def test_no_daemon_drops_and_counts_without_raising_or_blocking(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    backends = [
+        SyslogBackend(str(tmp_path / "no-such.sock")),
+        SyslogBackend(("127.0.0.1", closed_port), transport="udp"),
+        SyslogBackend(("127.0.0.1", closed_port), transport="tcp", timeout=0.5, backoff=0.01),
+    ]
+    log.configure(backends=backends)
+    started = time.perf_counter()
+    with capture_events(("radiosonde", "log", "dropped")) as events:
+        for i in range(20):
+            log.info("nobody listens", i=i)
+        elapsed = time.perf_counter() - started
+        log.flush(5.0)
+    assert elapsed < 0.5
+    reasons = {(e.metadata["backend"], e.metadata["reason"]) for e in events}
+    assert ("syslog", "not_connected") in reasons or ("syslog", "send_failed") in reasons
+    by_reason: dict[str, int] = {}
+    for event in events:
+        by_reason[event.metadata["reason"]] = (
+            by_reason.get(event.metadata["reason"], 0) + event.measurements["count"]
+        )
+    assert by_reason.get("send_failed", 0) >= 20, by_reason  # the TCP ones, after retries
+    assert log.stats()["backend_failures"] == 0
+    for backend in backends:
+        backend.close()
+
+
+# -- no secret reaches any sink --------------------------------------------------------------------
+
+CANARY_PASSWORD = "canary-pw-7f3a9c"
+CANARY_BEARER = "canaryBearerTok3nQ9xZ"
+CANARY_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.Y2FuYXJ5LXNpZ25hdHVyZQ"
+CANARY_CARD = "4111 1111 1111 1111"
+CANARY_API_KEY = "canary-api-key-55e1"
+CANARIES = [CANARY_PASSWORD, CANARY_BEARER, CANARY_JWT, CANARY_CARD, CANARY_API_KEY]
+
+
+def _leaks(text: str) -> list[str]:
+    digits_only = re.sub(r"[ -]", "", text)
+    found = [c for c in CANARIES if c in text]
+    if CANARY_CARD.replace(" ", "") in digits_only:
+        found.append("card digits")
+    return found
+
+
+@pytest.mark.server
+def test_no_sink_ever_receives_a_planted_secret(rsyslog: RsyslogServer, tmp_path: Path) -> None:
+    console = io.StringIO()
+    file_path = tmp_path / "app.log"
+    with DatadogReceiver() as receiver:
+        datadog = DatadogBackend(API_KEY, url=receiver.url, flush_interval=0.05)
+        syslogs = [
+            SyslogBackend(("127.0.0.1", rsyslog.udp_port)),
+            SyslogBackend(("127.0.0.1", rsyslog.tcp_port), transport="tcp"),
+            SyslogBackend(rsyslog.socket_path),
+        ]
+        log.configure(
+            backends=[
+                ConsoleBackend(console, format="json"),
+                ConsoleBackend(human := io.StringIO(), format="human"),
+                JsonFileBackend(file_path),
+                datadog,
+                *syslogs,
+            ],
+            level="debug",
+        )
+        run = uuid.uuid4().hex
+        log.info(
+            f"login attempt password={CANARY_PASSWORD} with Bearer {CANARY_BEARER}",
+            {"password": CANARY_PASSWORD, "headers": {"Authorization": f"Bearer {CANARY_BEARER}"}},
+            run=run,
+            session_token=CANARY_JWT,
+            note=f"paid with {CANARY_CARD}",
+            api_key=CANARY_API_KEY,
+        )
+        with log.contextualize(run=run, jwt_seen=f"token {CANARY_JWT} in text"):
+            log.bind(card_number=CANARY_CARD).warning(f"card {CANARY_CARD} and jwt {CANARY_JWT}")
+        try:
+            raise PermissionError(f"bad credentials password={CANARY_PASSWORD}")
+        except PermissionError:
+            log.exception("auth failed", run=run)
+        import logging
+
+        log.capture_stdlib(level="info")
+        logging.getLogger("thirdparty.http").info(
+            "GET /x Authorization: Bearer %s", CANARY_BEARER, extra={"run": run}
+        )
+        log.flush(10.0)
+        receiver.wait_for(lambda: len(receiver.entries) == 4)
+        datadog_text = b"\n".join(receiver.bodies).decode()
+        datadog.close()
+        for syslog in syslogs:
+            syslog.close()
+    got = rsyslog.wait_for(lambda lines: sum(map(_mine(run), lines)) == 12)
+    assert len(got) >= 12
+    sinks = {
+        "console (json)": console.getvalue(),
+        "console (human)": human.getvalue(),
+        "file": file_path.read_text(),
+        "datadog": datadog_text,
+        "syslog (rsyslog's output)": rsyslog.raw_output(),
+    }
+    for name, text in sinks.items():
+        assert run in text or name == "console (human)", f"{name} received nothing"
+        assert "auth failed" in text, f"{name} did not get the records"
+        assert _leaks(text) == [], f"{name} received secrets"
+    assert "[REDACTED]" in sinks["syslog (rsyslog's output)"]
