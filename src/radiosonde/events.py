@@ -15,18 +15,24 @@ Contracts that the rest of radiosonde (and its users) rely on:
   from inside a handler takes effect from the next ``execute`` on.
 * Prefix subscriptions (``("myapp", "*")``) are resolved once per event name, on its first
   ``execute``, and cached; the cache is emptied on every attach/detach and when it grows past
-  :data:`RESOLVED_CACHE_LIMIT` names, so ``execute`` stays a single dict lookup.
+  :data:`RESOLVED_CACHE_LIMIT` names, so ``execute`` stays a single dict lookup. A handler id
+  subscribed to an event through several of its names is called once per event.
+* A handler that re-enters itself through ``execute`` is stopped about
+  :data:`MAX_DISPATCH_DEPTH` levels deep in one thread (the deeper call is skipped and counted
+  in :func:`stats`). ``execute`` keeps no per-thread state until a handler has several calls in
+  flight, which is what keeps a dispatch cheap.
 
 This module imports nothing of radiosonde's and only the standard library.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -43,6 +49,7 @@ __all__ = [
     "detach",
     "event_name",
     "execute",
+    "has_handlers",
     "list_handlers",
     "stats",
 ]
@@ -66,9 +73,15 @@ RESOLVED_CACHE_LIMIT = 10_000
 
 WILDCARD = "*"
 
-# Re-entrant dispatches deeper than this are dropped (and counted): a handler that executes its
-# own event would otherwise recurse until RecursionError, far from the code at fault.
+# A handler re-entering itself (through execute) deeper than this is skipped (and counted): it
+# would otherwise recurse until RecursionError, far from the code at fault, taking innocent
+# handlers of the failure event down with it.
 MAX_DISPATCH_DEPTH = 32
+
+# Per-thread bookkeeping costs more than the rest of a dispatch, so it is paid only by calls
+# that may be deep: a handler with fewer than this many calls in flight (in all threads) cannot
+# be deeper than that in this thread, and is called directly.
+_SHALLOW_CALLS = 4
 
 # A handler kept attached after failing is logged at most once per this many seconds.
 _KEEP_LOG_INTERVAL_S = 60.0
@@ -97,9 +110,21 @@ class HandlerInfo:
 class _Attachment:
     """The mutable side of a handler id: failure bookkeeping shared by all its events."""
 
-    __slots__ = ("failures", "handler_id", "last_logged", "on_error", "order", "suppressed")
+    __slots__ = (
+        "active",
+        "failures",
+        "handler_id",
+        "last_logged",
+        "on_error",
+        "order",
+        "suppressed",
+    )
 
     def __init__(self, handler_id: str, on_error: OnError) -> None:
+        # Calls of this handler in flight, in all threads: a hint (see _SHALLOW_CALLS). A rare
+        # lost update between threads only makes it take the exact, slower path more or less
+        # often; the exact per-thread depth is what bounds recursion.
+        self.active = 0
         self.handler_id = handler_id
         self.on_error: OnError = on_error
         # Global attach sequence number per event name: handlers run in attachment order.
@@ -111,8 +136,11 @@ class _Attachment:
 
 # What execute iterates over: (function, config, info, attachment) per handler.
 _Dispatch: TypeAlias = tuple[Handler, Any, HandlerInfo, _Attachment]
-# A resolved cache entry: the canonical name and its handlers, or None when nothing listens.
-_Resolved: TypeAlias = "tuple[EventName, tuple[_Dispatch, ...]] | None"
+# A resolved cache entry, or None when nothing listens: the canonical name, the first handler
+# spread out (most events have one, and execute calls it without a loop), then the others.
+_Resolved: TypeAlias = (
+    "tuple[EventName, Handler, Any, HandlerInfo, _Attachment, tuple[_Dispatch, ...]] | None"
+)
 
 
 class _Registry:
@@ -140,11 +168,8 @@ class _Registry:
                 self.exact.setdefault(info.event, []).append(dispatch)
         self.cache: dict[object, _Resolved] = {}
 
-    def resolve(self, key: object) -> _Resolved:
-        name = key if type(key) is tuple and _is_valid(key) else _coerce(key)
-        if name is None:
-            _stats["invalid_events"] += 1
-            return None
+    def resolve(self, key: object, name: EventName) -> _Resolved:
+        """Resolve the handlers of ``name`` and cache them under ``key`` (what execute got)."""
         handlers: list[_Dispatch] = []
         if self.prefix:
             for length in range(len(name)):
@@ -152,14 +177,27 @@ class _Registry:
         handlers.extend(self.exact.get(name, ()))
         if len(handlers) > 1 and self.prefix:
             handlers.sort(key=lambda d: d[3].order[d[2].event])
-        resolved: _Resolved = (name, tuple(handlers)) if handlers else None
+            # A handler id reached through two of its names (("a", "*") and ("a", "b")) runs
+            # once, at its first position: a metric must not count one event twice.
+            seen: set[int] = set()
+            unique: list[_Dispatch] = []
+            for dispatch in handlers:
+                if id(dispatch[3]) not in seen:
+                    seen.add(id(dispatch[3]))
+                    unique.append(dispatch)
+            handlers = unique
+        resolved: _Resolved = (name, *handlers[0], tuple(handlers[1:])) if handlers else None
         if len(self.cache) >= RESOLVED_CACHE_LIMIT:
             self.cache.clear()
-        try:
+        with contextlib.suppress(TypeError):  # an unhashable name (a list) is never cached
             self.cache[key] = resolved
-        except TypeError:  # an unhashable name (a list): resolved each time, never cached
-            pass
         return resolved
+
+
+class _DispatchState(threading.local):
+    """Per-thread depth of counted calls; the class attribute is each new thread's start."""
+
+    depth = 0
 
 
 _lock = threading.Lock()
@@ -167,7 +205,11 @@ _attach_counter = 0
 _registry = _Registry({})
 # The hot path reads only this dict; it is always the cache of the current _registry.
 _cache: dict[object, _Resolved] = _registry.cache
-_local = threading.local()
+# A fresh token on every publish: what spans compare to know whether their cached answer to
+# "does anyone listen?" still holds (a token, not the cache itself, so no old table is kept).
+_generation = object()
+_state = _DispatchState()
+_stats_lock = threading.Lock()
 _stats: dict[str, int] = {
     "handler_failures": 0,
     "handlers_detached": 0,
@@ -190,33 +232,83 @@ def execute(
     Never raises because of a handler (see :func:`attach` for the failure policy). An invalid
     event name reaches no handler and is counted in :func:`stats` as ``invalid_events``.
     """
+    # The common path is kept minimal on purpose (see bench/core.py): one dict lookup when
+    # nothing listens; the first handler called without a loop; no per-thread state.
     try:
         resolved = _cache[event]
-    except KeyError:
-        resolved = _registry.resolve(event)
-    except TypeError:
-        resolved = _registry.resolve(event)
+    except (KeyError, TypeError):
+        resolved = _resolve(event)
     if resolved is None:
         return
-    name, handlers = resolved
+    name, function, config, info, attachment, others = resolved
     if measurements is None:
         measurements = {}
     if metadata is None:
         metadata = {}
-    local = _local
-    depth = getattr(local, "depth", 0)
-    if depth >= MAX_DISPATCH_DEPTH:
-        _stats["dropped_reentrant"] += 1
-        return
-    local.depth = depth + 1
-    try:
-        for function, config, info, attachment in handlers:
+    active = attachment.active
+    if active < _SHALLOW_CALLS:
+        attachment.active = active + 1
+        try:
+            function(name, measurements, metadata, config)
+        except Exception as exc:
+            _handler_failed(info, attachment, name, exc)
+        finally:
+            attachment.active -= 1
+    else:
+        _call_counted(function, name, measurements, metadata, config, info, attachment)
+    if others:
+        _dispatch_others(name, others, measurements, metadata)
+
+
+def _dispatch_others(
+    name: EventName,
+    dispatches: tuple[_Dispatch, ...],
+    measurements: dict[str, Any],
+    metadata: dict[str, Any],
+) -> None:
+    """The second and later handlers of an event: the same as execute's call of the first."""
+    for function, config, info, attachment in dispatches:
+        active = attachment.active
+        if active < _SHALLOW_CALLS:
+            attachment.active = active + 1
             try:
                 function(name, measurements, metadata, config)
             except Exception as exc:
                 _handler_failed(info, attachment, name, exc)
+            finally:
+                attachment.active -= 1
+        else:
+            _call_counted(function, name, measurements, metadata, config, info, attachment)
+
+
+def _call_counted(  # noqa: PLR0917  # positional on purpose: this is the dispatch path
+    function: Handler,
+    name: EventName,
+    measurements: dict[str, Any],
+    metadata: dict[str, Any],
+    config: Any,
+    info: HandlerInfo,
+    attachment: _Attachment,
+) -> None:
+    """Call a handler that may be re-entering itself, counting this thread's depth exactly.
+
+    Reached when the handler has several calls in flight: either threads running it at once
+    (the depth here is then small, and the call goes ahead) or a recursion, stopped here.
+    """
+    state = _state
+    depth = state.depth
+    if depth >= MAX_DISPATCH_DEPTH - _SHALLOW_CALLS:
+        _count("dropped_reentrant")
+        return
+    state.depth = depth + 1
+    attachment.active += 1
+    try:
+        function(name, measurements, metadata, config)
+    except Exception as exc:
+        _handler_failed(info, attachment, name, exc)
     finally:
-        local.depth = depth
+        attachment.active -= 1
+        state.depth = depth
 
 
 def attach(
@@ -266,7 +358,9 @@ def attach_many(
         raise TypeError(f"handler for {handler_id!r} must be callable, got {handler!r}")
     if on_error not in ("detach", "keep"):
         raise ValueError(f"on_error must be 'detach' or 'keep', got {on_error!r}")
-    if isinstance(events, str | tuple):
+    if isinstance(events, str) or (
+        isinstance(events, tuple) and all(isinstance(part, str) for part in events)
+    ):
         raise ValueError(
             f"attach_many takes a list of event names, got the single name {events!r};"
             " use attach() for one event"
@@ -292,9 +386,19 @@ def attach_many(
 
 
 def detach(handler_id: str) -> bool:
-    """Detach ``handler_id`` from all its events. Returns True when it was attached."""
+    """Detach ``handler_id`` from all its events. Returns True when it was attached.
+
+    A dispatch already under way (in this or another thread) may still call the handler once;
+    every ``execute`` that starts after ``detach`` returns does not.
+    """
+    return _detach(handler_id, None)
+
+
+def _detach(handler_id: str, attachment: _Attachment | None) -> bool:
+    """Detach ``handler_id``; when ``attachment`` is given, only if it is still that one."""
     with _lock:
-        if handler_id not in _registry.by_id:
+        current = _registry.by_id.get(handler_id)
+        if current is None or (attachment is not None and current[0] is not attachment):
             return False
         by_id = dict(_registry.by_id)
         del by_id[handler_id]
@@ -305,9 +409,13 @@ def detach(handler_id: str) -> bool:
 def list_handlers(prefix: EventNameLike | tuple[()] = ()) -> list[HandlerInfo]:
     """List the attachments whose event name starts with ``prefix``; ``()`` lists them all.
 
-    A handler attached to several names appears once per name, in attachment order.
+    A trailing ``"*"`` is ignored (``"myapp.*"`` lists the same as ``"myapp"``), so prefix
+    subscriptions are listed under their prefix. A handler attached to several names appears
+    once per name, in attachment order.
     """
     wanted: EventName = () if prefix in ((), "") else event_name(prefix)
+    if wanted and wanted[-1] == WILDCARD:
+        wanted = wanted[:-1]
     registry = _registry
     found = [
         (att.order[info.event], info)
@@ -338,16 +446,53 @@ def stats() -> dict[str, int]:
     """Counters of what the event core skipped or absorbed since start-up (a copy).
 
     ``handler_failures``: handler calls that raised; ``handlers_detached``: handlers detached
-    for it; ``invalid_events``: executes with an invalid name; ``dropped_reentrant``: dispatches
-    dropped because handlers re-entered ``execute`` more than 32 levels deep.
+    for it; ``invalid_events``: executes with an invalid name (including a ``"*"`` name: those
+    subscribe, they are not events); ``dropped_reentrant``: handler calls skipped because the
+    handler re-entered itself (through ``execute``) about :data:`MAX_DISPATCH_DEPTH` levels deep.
     """
-    return dict(_stats)
+    with _stats_lock:
+        return dict(_stats)
+
+
+def _count(key: str) -> None:
+    # Only the slow paths count; the lock keeps concurrent failures from losing increments.
+    with _stats_lock:
+        _stats[key] += 1
+
+
+def has_handlers(event: EventNameLike) -> bool:
+    """True when :func:`execute` of ``event`` would call at least one handler now.
+
+    As cheap as an ``execute`` with nothing attached (one lookup): use it to skip building
+    costly measurements nobody listens to. An invalid name has no handlers.
+    """
+    return _lookup(event) is not None
+
+
+def _lookup(event: object) -> _Resolved:
+    """What :func:`execute` would dispatch ``event`` to (None: nothing listens); for spans."""
+    try:
+        return _cache[event]
+    except (KeyError, TypeError):
+        return _resolve(event)
+
+
+def _resolve(event: object) -> _Resolved:
+    """The cache-miss path of :func:`execute`: canonicalise, resolve, cache."""
+    registry = _registry  # resolve and cache within one generation of the table
+    name = event if type(event) is tuple and _is_valid(event) else _coerce(event)
+    if name is None or name[-1] == WILDCARD:
+        # Not cached, so that every execute with a bad name is counted.
+        _count("invalid_events")
+        return None
+    return registry.resolve(event, name)
 
 
 def _publish(registry: _Registry) -> None:
-    global _registry, _cache
+    global _registry, _cache, _generation
     _registry = registry
     _cache = registry.cache
+    _generation = object()
 
 
 def _is_valid(name: tuple[object, ...]) -> bool:
@@ -379,17 +524,19 @@ def _handler_failed(
 ) -> None:
     """Report a failed handler call; never raises."""
     try:
-        _stats["handler_failures"] += 1
+        _count("handler_failures")
         attachment.failures += 1
         if attachment.on_error == "detach":
-            if detach(info.id):
-                _stats["handlers_detached"] += 1
+            # Only this attachment: the id may have been detached and attached anew meanwhile.
+            if _detach(info.id, attachment):
+                _count("handlers_detached")
                 _logger.warning(
                     "radiosonde: handler %r failed on event %r and was detached: %s: %s",
                     info.id,
                     name,
                     type(exc).__name__,
                     exc,
+                    exc_info=exc,
                 )
         else:
             now = time.monotonic()
@@ -405,6 +552,7 @@ def _handler_failed(
                     suppressed,
                     type(exc).__name__,
                     exc,
+                    exc_info=exc,
                 )
             else:
                 attachment.suppressed += 1
@@ -429,7 +577,7 @@ def _handler_failed(
 
 def _reset_for_tests() -> None:
     """Detach everything and zero the counters (for radiosonde's own test suite)."""
-    with _lock:
+    with _lock, _stats_lock:
         _publish(_Registry({}))
         for key in _stats:
             _stats[key] = 0

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from radiosonde.events import EventName, EventNameLike, attach_many, detach, event_name
 
-__all__ = ["CapturedEvent", "CapturedEvents", "capture_events"]
+__all__ = ["CapturedEvent", "CapturedEvents", "capture_events", "start_capture"]
 
 _ids = itertools.count(1)
 
