@@ -249,7 +249,7 @@ def _close(plan: _Plan, span: Span, start: int, exc: BaseException | None) -> No
         span.__exit__(None, None, None)
     else:
         span.__exit__(type(exc), exc, exc.__traceback__)
-    if over or _events._cache.get(OBSERVATION_EVENT, _events) is not None:
+    if over or _events.has_handlers(OBSERVATION_EVENT):
         _record(plan, duration, over)
 
 
@@ -303,7 +303,7 @@ def _run(
         span.metadata.update(budget_ms=plan.budget_ms, over_budget=over)
         span.measurements["budget_ms"] = plan.budget_ms
     span.__exit__(None, None, None)
-    if over or _events._cache.get(OBSERVATION_EVENT, _events) is not None:
+    if over or _events.has_handlers(OBSERVATION_EVENT):
         _record(plan, duration, over)
     return result
 
@@ -467,7 +467,7 @@ def with_telemetry(
         span.metadata.update(budget_ms=plan.budget_ms, over_budget=over)
         span.measurements["budget_ms"] = plan.budget_ms
     span.__exit__(None, None, None)
-    if over or _events._cache.get(OBSERVATION_EVENT, _events) is not None:
+    if over or _events.has_handlers(OBSERVATION_EVENT):
         _record(plan, duration, over)
     return result
 

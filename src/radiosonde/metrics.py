@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,11 +132,8 @@ class Metric:
             raw = self._value(measurements, metadata)
         except Exception:
             return None
-        if type(raw) is float or (isinstance(raw, int | float) and not isinstance(raw, bool)):
-            number = float(raw)
-        else:
-            return None
-        if math.isnan(number):
+        number = _number(raw)
+        if number is None:
             return None
         return number * self.scale if self.scale != 1.0 else number
 
@@ -388,3 +386,21 @@ def _tag_string(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _number(raw: Any) -> float | None:
+    """``raw`` as a float, or ``None`` when it is not a usable number.
+
+    Numbers are ints and floats and their subclasses, and other ``numbers.Real`` types (NumPy
+    scalars, ``Fraction``); bools are not numbers, NaN is not a value, and an int too large for
+    a float is skipped rather than raised.
+    """
+    if type(raw) is float:
+        return None if math.isnan(raw) else raw
+    if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
+        return None
+    try:
+        number = float(raw)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return None if math.isnan(number) else number

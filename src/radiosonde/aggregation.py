@@ -1,0 +1,802 @@
+"""Aggregation on write: the store reporters read metric values from.
+
+An :class:`Aggregator` attaches to the events of its metrics and folds every update into a
+fixed-size state per series (a series is one combination of tag values): a count for counters,
+a float for sums and last values, count/sum/min/max plus a :class:`~radiosonde._sketch.
+QuantileSketch` for summaries, and the same plus explicit bucket counts for distributions.
+Raw samples are never kept, so memory depends on the number of series, not on traffic::
+
+    from radiosonde import metrics as m
+    from radiosonde.aggregation import Aggregator
+
+    with Aggregator([m.counter("http.request.stop.duration", tags=["route"])]) as agg:
+        ...  # the application runs, executing ("http", "request", "stop") events
+        for metric_snapshot in agg.snapshot():
+            ...
+
+Contracts:
+
+* Updates are never lost between threads, and no lock is held while user code runs (measurement
+  functions, ``keep``/``drop``, ``tag_values``, ``__str__`` of tag values): values and tags are
+  computed first, then the series is updated under the metric's lock (counters need no lock:
+  ``next()`` on an :func:`itertools.count` is atomic under the GIL).
+* An update that cannot be aggregated is skipped and counted by reason (:data:`SKIP_REASONS`);
+  the first skip of each reason per metric is logged through the ``radiosonde`` logger. Nothing
+  here raises into :func:`radiosonde.execute`.
+* Cardinality guard: a metric holds at most ``max_series`` series; updates for new tag
+  combinations past that go to one overflow series tagged ``{"overflow": "true"}`` and are
+  counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import sys
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from radiosonde import _sketch, events
+from radiosonde._sketch import QuantileSketch
+from radiosonde.metrics import OVERFLOW_TAG, Metric, _number, _tag_string
+from radiosonde.selfmetrics import DROPPED_EVENT, SERIES_EVENT
+
+__all__ = [
+    "DEFAULT_MAX_SERIES",
+    "DEFAULT_QUANTILES",
+    "SKIP_REASONS",
+    "Aggregator",
+    "Evaluation",
+    "MetricSnapshot",
+    "MetricStats",
+    "SeriesSnapshot",
+    "default_buckets",
+    "default_max_series",
+    "evaluate",
+    "set_default_max_series",
+]
+
+DEFAULT_MAX_SERIES = 2000
+"""The series limit per metric when neither the metric nor the aggregator sets one."""
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
+"""The quantiles a snapshot reports for summaries and distributions."""
+
+MISSING_MEASUREMENT = "missing_measurement"
+INVALID_MEASUREMENT = "invalid_measurement"
+MISSING_TAG = "missing_tag"
+FILTERED = "filtered"
+ERROR = "error"
+SKIP_REASONS: tuple[str, ...] = (
+    MISSING_MEASUREMENT,
+    INVALID_MEASUREMENT,
+    MISSING_TAG,
+    FILTERED,
+    ERROR,
+)
+"""Why an update can be skipped: the measurement is missing; it is not a number (a bool, a
+string, NaN...); a tag is missing from the metadata; ``keep``/``drop`` filtered the event out;
+a user function (measurement, ``keep``, ``drop``, ``tag_values``, a tag's ``__str__``) raised."""
+
+OVERFLOW_TAGS: Mapping[str, str] = {OVERFLOW_TAG: "true"}
+
+_logger = logging.getLogger("radiosonde")
+_default_max_series = DEFAULT_MAX_SERIES
+_ids = itertools.count(1)
+# next() on an itertools.count is atomic only while a GIL serialises C calls.
+_ATOMIC_COUNT: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+_MS_LADDER = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0)
+_TIME_SCALE = {"nanosecond": 1e6, "microsecond": 1e3, "millisecond": 1.0, "second": 1e-3}
+_BYTE_LADDER = tuple(float(64 * 4**i) for i in range(13))  # 64 B .. 1 GiB
+_BYTE_SCALE = {
+    "byte": 1,
+    "kilobyte": 1_000,
+    "megabyte": 1_000_000,
+    "gigabyte": 1_000_000_000,
+    "kibibyte": 1_024,
+    "mebibyte": 1_024**2,
+    "gibibyte": 1_024**3,
+}
+
+
+def default_buckets(unit: str | None) -> tuple[float, ...]:
+    """Bucket upper bounds for a distribution that sets none, chosen by its (reported) unit.
+
+    Durations get a 1-2.5-5 ladder from 1 ms to 10 s expressed in the unit (``second``:
+    0.001 .. 10; ``microsecond``: 1000 .. 1e7; ``nanosecond``: 1e6 .. 1e10); sizes in bytes get
+    powers of 4 from 64 B to 1 GiB expressed in the unit (``kibibyte``: 0.0625 .. 1048576);
+    anything else (no unit, ``"request"``, ``"minute"``...) the ladder 1, 2.5, 5 .. 10000.
+    """
+    if unit in _TIME_SCALE:
+        factor = _TIME_SCALE[unit]
+        return tuple(_round(b * factor) for b in (*_MS_LADDER, 10000.0))
+    if unit in _BYTE_SCALE:
+        divisor = _BYTE_SCALE[unit]
+        return tuple(b / divisor for b in _BYTE_LADDER)
+    return (*_MS_LADDER, 10000.0)
+
+
+def _round(bound: float) -> float:
+    # 2.5 * 1e-3 is 0.0025000000000000005: keep the bounds as users would write them.
+    return float(f"{bound:.12g}")
+
+
+def default_max_series() -> int:
+    """The global series limit used by aggregators that are not given one."""
+    return _default_max_series
+
+
+def set_default_max_series(limit: int) -> None:
+    """Set the global series limit for aggregators created from now on (default 2000)."""
+    global _default_max_series
+    _default_max_series = _check_limit(limit, "the default max_series")
+
+
+def _check_limit(limit: object, what: str) -> int:
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"{what} must be a positive integer, got {limit!r}")
+    return limit
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSnapshot:
+    """The aggregated state of one series at snapshot time.
+
+    ``tags`` is the label dict in ``metric.tags`` order (``{"overflow": "true"}`` for the
+    overflow series). Counters, sums and last values set ``value`` and leave the rest empty.
+    Summaries and distributions set ``count``, ``sum``, ``min``, ``max`` and ``quantiles``
+    (from the sketch, within 1%); distributions also set ``bucket_bounds`` (finite upper
+    bounds) and ``bucket_counts``: cumulative, one per bound plus a last one for +Inf that
+    equals ``count``. A value ``v`` falls in every bucket whose bound is ``>= v``.
+    """
+
+    tags: dict[str, str]
+    value: float | None = None
+    count: int = 0
+    sum: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    bucket_bounds: tuple[float, ...] = ()
+    bucket_counts: tuple[int, ...] = ()
+    quantiles: dict[float, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSnapshot:
+    """One metric and its series (in creation order, the overflow series last)."""
+
+    metric: Metric
+    series: list[SeriesSnapshot]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricStats:
+    """The health of one metric in an aggregator: see :meth:`Aggregator.stats`."""
+
+    metric: Metric
+    series: int
+    max_series: int
+    overflow: int
+    dropped: dict[str, int]
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating one update (the generic path, and the explanation of a skip)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one event contributes to one metric, or why it contributes nothing.
+
+    Either ``value`` and ``tags`` are set and ``skipped`` is ``None``, or ``skipped`` is one of
+    :data:`SKIP_REASONS` and ``detail`` says what happened in words.
+    """
+
+    value: float | None
+    tags: tuple[str, ...] | None
+    skipped: str | None = None
+    detail: str = ""
+
+
+def evaluate(
+    metric: Metric, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
+) -> Evaluation:
+    """Compute the update ``metric`` takes from one event, like the aggregator does; never raises.
+
+    The same semantics as :meth:`Metric.value` and :meth:`Metric.tags_for`, plus the reason for a
+    skip. The checks run in this order: ``keep``/``drop``, the measurement, the tags.
+    """
+    try:
+        return _evaluate(metric, measurements, metadata)
+    except Exception as exc:  # a mapping whose methods raise, say
+        return Evaluation(None, None, ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _evaluate(  # noqa: PLR0911  (one return per reason to skip)
+    metric: Metric, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
+) -> Evaluation:
+    try:
+        if metric.keep is not None and not metric.keep(metadata):
+            return Evaluation(None, None, FILTERED, "keep= returned false")
+        if metric.drop is not None and metric.drop(metadata):
+            return Evaluation(None, None, FILTERED, "drop= returned true")
+    except Exception as exc:
+        which = "keep" if metric.keep is not None else "drop"
+        return Evaluation(None, None, ERROR, f"{which}= raised {type(exc).__name__}: {exc}")
+    if metric.kind == "counter":
+        value: float = 1.0
+    else:
+        what = (
+            f"measurement {metric.measurement!r}"
+            if isinstance(metric.measurement, str)
+            else "the measurement function"
+        )
+        try:
+            raw = metric._value(measurements, metadata)
+        except KeyError as exc:
+            detail = (
+                f"{what} is missing"
+                if isinstance(metric.measurement, str)
+                else f"{what} raised KeyError: {exc}"
+            )
+            return Evaluation(None, None, MISSING_MEASUREMENT, detail)
+        except Exception as exc:
+            return Evaluation(None, None, ERROR, f"{what} raised {type(exc).__name__}: {exc}")
+        number = _number(raw)
+        if number is None:
+            return Evaluation(None, None, INVALID_MEASUREMENT, f"{what} is {raw!r}, not a number")
+        value = number * metric.scale if metric.scale != 1.0 else number
+    if metric.tag_values is not None:
+        try:
+            source = metric.tag_values(metadata)
+        except Exception as exc:
+            return Evaluation(None, None, ERROR, f"tag_values= raised {type(exc).__name__}: {exc}")
+    else:
+        source = metadata
+    tags: list[str] = []
+    for tag in metric.tags:
+        try:
+            raw_tag = source[tag]
+        except KeyError:
+            where = "tag_values= result" if metric.tag_values is not None else "metadata"
+            return Evaluation(None, None, MISSING_TAG, f"tag {tag!r} missing from the {where}")
+        except Exception as exc:
+            return Evaluation(None, None, ERROR, f"tag {tag!r}: {type(exc).__name__}: {exc}")
+        try:
+            tags.append(_tag_string(raw_tag))
+        except Exception as exc:
+            return Evaluation(
+                None, None, ERROR, f"tag {tag!r}: str() raised {type(exc).__name__}: {exc}"
+            )
+    return Evaluation(value, tuple(tags))
+
+
+# --------------------------------------------------------------------------------------------
+# The state of one metric
+
+
+class _Distribution(QuantileSketch):
+    """A distribution series: the sketch plus explicit bucket counts (not cumulative; +Inf
+    last)."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self, buckets: int) -> None:
+        super().__init__()
+        self.counts = [0] * (buckets + 1)
+
+
+class _MetricState:
+    """The series of one metric and its bookkeeping; updated by compiled closures."""
+
+    def __init__(self, metric: Metric, limit: int) -> None:
+        self.metric = metric
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.series: dict[tuple[str, ...], Any] = {}
+        self.overflow: Any = None
+        self.overflow_hits = 0
+        self.dropped: dict[str, int] = {}
+        self.bounds: tuple[float, ...] = ()
+        if metric.kind == "distribution":
+            buckets = metric.reporter_options.get("buckets")
+            self.bounds = tuple(buckets) if buckets else default_buckets(metric.unit)
+        self.table: _BucketTable | None = None
+        if metric.kind == "distribution":
+            with contextlib.suppress(OverflowError):
+                self.table = _BucketTable(self.bounds)
+        self.atomic_count = metric.kind == "counter" and _ATOMIC_COUNT
+
+    def make(self) -> Any:
+        kind = self.metric.kind
+        if kind == "counter":
+            return itertools.count() if self.atomic_count else [0.0]
+        if kind == "sum":
+            return [0.0]
+        if kind == "last_value":
+            return [None]
+        if kind == "summary":
+            return QuantileSketch()
+        return _Distribution(len(self.bounds))
+
+    def new_series(self, key: tuple[str, ...]) -> Any:
+        """The series for a key not seen yet: a new one, or the overflow series at the limit."""
+        with self.lock:
+            state = self.series.get(key)
+            if state is not None:  # another thread made it meanwhile
+                return state
+            if len(self.series) < self.limit:
+                state = self.series[key] = self.make()
+                return state
+            self.overflow_hits += 1
+            if self.overflow is None:
+                self.overflow = self.make()
+                first = True
+            else:
+                first = False
+            state = self.overflow
+        if first:
+            _logger.warning(
+                "radiosonde: metric %r (%s) reached its limit of %d series; updates for new tag"
+                ' combinations now go to the series {overflow="true"} (counted as'
+                " radiosonde.metrics.overflow; raise max_series= or drop a tag)",
+                self.metric.name,
+                self.metric.kind,
+                self.limit,
+            )
+        return state
+
+    def skip(
+        self,
+        reason: str | None,
+        measurements: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        detail: str | None = None,
+    ) -> None:
+        """Count a skipped update; never raises.
+
+        ``reason=None`` means: find it out (the fast path raised). The fast path gives no
+        ``detail``; it is worked out with :func:`evaluate` for the one skip that is logged (the
+        fast path runs no user function, so evaluating again has no side effect).
+        """
+        try:
+            if reason is None or (detail is None and reason not in self.dropped):
+                evaluation = evaluate(self.metric, measurements, metadata)
+                reason = reason or evaluation.skipped or ERROR
+                detail = evaluation.detail
+            with self.lock:
+                n = self.dropped.get(reason, 0)
+                self.dropped[reason] = n + 1
+            if n == 0 and reason != FILTERED:
+                _logger.warning(
+                    "radiosonde: metric %r (%s) skipped an update of event %r: %s (%s). Skips"
+                    " are counted in radiosonde.metrics.dropped; the next ones are not logged.",
+                    self.metric.name,
+                    self.metric.kind,
+                    ".".join(self.metric.event_name),
+                    reason,
+                    detail or "no detail",
+                )
+        except Exception:
+            pass
+
+    def series_items(self) -> list[tuple[dict[str, str], Any]]:
+        with self.lock:
+            items = list(self.series.items())
+            overflow = self.overflow
+        tags = self.metric.tags
+        labelled = [(dict(zip(tags, key, strict=True)), state) for key, state in items]
+        if overflow is not None:
+            labelled.append((dict(OVERFLOW_TAGS), overflow))
+        return labelled
+
+    def snapshot(self, quantiles: Sequence[float]) -> MetricSnapshot:
+        kind = self.metric.kind
+        lock = self.lock
+        result: list[SeriesSnapshot] = []
+        for tags, state in self.series_items():
+            if kind == "counter":
+                # A count's value shows only in its repr; reading it takes no lock.
+                value = float(repr(state)[6:-1]) if self.atomic_count else state[0]
+                result.append(SeriesSnapshot(tags, value=value))
+            elif kind in ("sum", "last_value"):
+                if state[0] is not None:
+                    result.append(SeriesSnapshot(tags, value=state[0]))
+            else:
+                with lock:  # per series, so that writers are never held up for long
+                    sketch = state.copy()
+                    counts: list[int] = list(state.counts) if kind == "distribution" else []
+                if sketch.count == 0:
+                    continue
+                cumulative = tuple(itertools.accumulate(counts)) if counts else ()
+                values = sketch.quantiles(quantiles) if quantiles else []
+                result.append(
+                    SeriesSnapshot(
+                        tags,
+                        count=sketch.count,
+                        sum=sketch.sum,
+                        min=sketch.min,
+                        max=sketch.max,
+                        bucket_bounds=self.bounds,
+                        bucket_counts=cumulative,
+                        quantiles={
+                            q: v for q, v in zip(quantiles, values, strict=True) if v is not None
+                        },
+                    )
+                )
+        return MetricSnapshot(self.metric, result)
+
+    def stats(self) -> MetricStats:
+        with self.lock:
+            return MetricStats(
+                metric=self.metric,
+                series=len(self.series),
+                max_series=self.limit,
+                overflow=self.overflow_hits,
+                dropped=dict(self.dropped),
+            )
+
+
+# Bounds spanning more keys than this (a ratio of ~1e87 between the first and last positive
+# bound) are bisected instead.
+_MAX_TABLE = 10_000
+
+
+class _BucketTable:
+    """Bucket index by sketch key, so that a distribution update needs no bisect.
+
+    A positive value's sketch key ``k`` says it lies in ``(gamma**(k-1), gamma**k]``. When every
+    value of that interval, widened by one key each side against float rounding in
+    ``log``, falls in the same bucket, ``index[k - first_key]`` is that bucket; otherwise it is -1
+    and the caller bisects. Keys below ``first_key`` fall in bucket ``below`` (past the non-
+    positive bounds, before the first positive one), keys past the table in ``above``.
+    """
+
+    __slots__ = ("above", "below", "first_key", "index")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        positive = [b for b in bounds if b > 0.0]
+        self.below = len(bounds) - len(positive)
+        self.above = len(bounds)
+        if not positive:
+            self.first_key = 0
+            self.index: tuple[int, ...] = ()
+            return
+        multiplier = _sketch._MULTIPLIER
+        gamma = _sketch._GAMMA
+        self.first_key = math.ceil(math.log(positive[0]) * multiplier) - 3
+        last_key = math.ceil(math.log(positive[-1]) * multiplier) + 3
+        if last_key - self.first_key > _MAX_TABLE:
+            raise OverflowError("bounds too far apart for a table")
+        index: list[int] = []
+        for key in range(self.first_key, last_key + 1):
+            low = bisect_left(bounds, gamma ** (key - 2))
+            high = bisect_left(bounds, gamma ** (key + 1))
+            index.append(low if low == high else -1)
+        self.index = tuple(index)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled update functions
+#
+# Each metric gets a handler generated for its shape: the measurement key and tag names are
+# constants, tags are unrolled, and the series update is the minimum for the kind. This is the
+# hot path of every application that uses metrics; the generic path (user functions, keep/drop,
+# tag_values) goes through evaluate() instead. Both follow the same semantics (tested).
+
+
+def _compile(state: _MetricState) -> events.Handler:
+    """Generate the handler that feeds one metric: :func:`_source` run in :func:`_namespace`."""
+    namespace = _namespace(state)
+    name = f"<radiosonde {state.metric.kind} {state.metric.name}>"
+    exec(compile(_source(state), name, "exec"), namespace)
+    update: events.Handler = namespace["update"]
+    return update
+
+
+def _namespace(state: _MetricState) -> dict[str, Any]:
+    metric = state.metric
+    table = state.table or _BucketTable(())
+    return {
+        "MISSING_MEASUREMENT": MISSING_MEASUREMENT,
+        "INVALID_MEASUREMENT": INVALID_MEASUREMENT,
+        "MISSING_TAG": MISSING_TAG,
+        "INF": math.inf,
+        "MULTIPLIER": _sketch._MULTIPLIER,
+        "skip": state.skip,
+        "number": _number,
+        "tag_string": _tag_string,
+        "evaluate": evaluate,
+        "metric": metric,
+        "series": state.series,
+        "new_series": state.new_series,
+        "acquire": state.lock.acquire,
+        "release": state.lock.release,
+        "bisect": bisect_left,
+        "bounds": state.bounds,
+        "KLO": table.first_key,
+        "NT": len(table.index),
+        "TABLE": table.index,
+        "BELOW": table.below,
+        "ABOVE": table.above,
+        "ceil": math.ceil,
+        "log": math.log,
+    }
+
+
+def _source(state: _MetricState) -> str:
+    metric = state.metric
+    kind = metric.kind
+    fast = (
+        metric.keep is None
+        and metric.drop is None
+        and metric.tag_values is None
+        and (kind == "counter" or isinstance(metric.measurement, str))
+    )
+    body: list[str] = []
+    if not fast:
+        body += [
+            "e = evaluate(metric, measurements, metadata)",
+            "if e.skipped is not None:",
+            "    return skip(e.skipped, measurements, metadata, e.detail)",
+            "v = e.value",
+            "key = e.tags",
+        ]
+    else:
+        if kind != "counter":
+            # Same checks as Metric.value, the common types first; a float() that overflows
+            # raises into the outer except, whose skip() finds the reason with evaluate().
+            body += [
+                "try:",
+                f"    v = measurements[{metric.measurement!r}]",
+                "except KeyError:",
+                "    return skip(MISSING_MEASUREMENT, measurements, metadata)",
+                "c = v.__class__",
+                "if c is float:",
+                "    if v != v:",
+                "        return skip(INVALID_MEASUREMENT, measurements, metadata)",
+            ]
+            if metric.scale == 1.0:
+                body += ["elif c is int:", "    v = float(v)"]
+            else:
+                body += ["elif c is int:", "    pass"]
+            body += [
+                "else:",
+                "    v = number(v)",
+                "    if v is None:",
+                "        return skip(INVALID_MEASUREMENT, measurements, metadata)",
+            ]
+            if metric.scale != 1.0:
+                body.append(f"v = v * {metric.scale!r}")
+        names = [f"t{i}" for i in range(len(metric.tags))]
+        if names:
+            # Same as Metric.tags_for: str values as they are, anything else via _tag_string.
+            body.append("try:")
+            body += [f"    {n} = metadata[{t!r}]" for n, t in zip(names, metric.tags, strict=True)]
+            body += ["except KeyError:", "    return skip(MISSING_TAG, measurements, metadata)"]
+            for n in names:
+                body += [f"if {n}.__class__ is not str:", f"    {n} = tag_string({n})"]
+            body.append(f"key = ({', '.join(names)},)")
+        else:
+            body.append("key = ()")
+    body += ["try:", "    s = series[key]", "except KeyError:", "    s = new_series(key)"]
+    if kind == "counter" and state.atomic_count:
+        body.append("next(s)")
+    elif kind == "last_value":
+        body.append("s[0] = v")
+    elif kind in ("counter", "sum"):
+        increment = "1.0" if kind == "counter" else "v"
+        body += ["acquire()", "try:", f"    s[0] += {increment}", "finally:", "    release()"]
+    else:
+        # The sketch update of QuantileSketch.add, inlined for finite positive values (a method
+        # call costs as much as the update); the rest goes through add(). Bucket index and
+        # sketch key are computed before taking the lock.
+        body += ["if 0.0 < v < INF:", "    k = ceil(log(v) * MULTIPLIER)"]
+        if kind == "distribution" and state.table is None:
+            body.append("    i = bisect(bounds, v)")
+        elif kind == "distribution":
+            # The bucket from the sketch key (see _BucketTable), bisect where it is ambiguous.
+            body += [
+                "    j = k - KLO",
+                "    if j < 0:",
+                "        i = BELOW",
+                "    elif j < NT:",
+                "        i = TABLE[j]",
+                "        if i < 0:",
+                "            i = bisect(bounds, v)",
+                "    else:",
+                "        i = ABOVE",
+            ]
+        body += [
+            "    pos = s._pos",
+            "    acquire()",
+            "    try:",
+            "        s.count += 1",
+            "        s.sum += v",
+            "        if v < s.min:",
+            "            s.min = v",
+            "        if v > s.max:",
+            "            s.max = v",
+            "        n = pos.get(k)",
+            "        if n is None:",
+            "            s._insert(pos, k, 1)",
+            "        else:",
+            "            pos[k] = n + 1",
+        ]
+        if kind == "distribution":
+            body.append("        s.counts[i] += 1")
+        body += ["    finally:", "        release()", "else:"]
+        if kind == "distribution":
+            body.append("    i = bisect(bounds, v)")
+        body += ["    acquire()", "    try:", "        s.add(v)"]
+        if kind == "distribution":
+            body.append("        s.counts[i] += 1")
+        body += ["    finally:", "        release()"]
+    lines = ["def update(_event, measurements, metadata, _config):", "    try:"]
+    lines += [f"        {line}" for line in body]
+    lines += ["    except Exception:", "        skip(None, measurements, metadata)"]
+    return "\n".join(lines) + "\n"
+
+
+def _fan_out(
+    event: events.EventName,
+    measurements: dict[str, Any],
+    metadata: dict[str, Any],
+    updates: tuple[events.Handler, ...],
+) -> None:
+    for update in updates:
+        update(event, measurements, metadata, None)
+
+
+# --------------------------------------------------------------------------------------------
+# The aggregator
+
+
+class Aggregator:
+    """Aggregates the updates of ``metrics`` in memory; reporters render its :meth:`snapshot`.
+
+    ``max_series`` is the series limit of the metrics that set none themselves (``None``: the
+    global default, :func:`default_max_series`). ``name`` labels its self-metrics (by default
+    ``"aggregator-N"``). Nothing is counted until :meth:`attach` (or ``with``).
+
+    Raises ``ValueError`` at construction for something that is not a metric definition, or
+    for two metrics of the same kind and name (they would collide in every backend).
+    """
+
+    def __init__(
+        self,
+        metrics: Iterable[Metric],
+        *,
+        max_series: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        self._seq = next(_ids)
+        self.name = name if name is not None else f"aggregator-{self._seq}"
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Aggregator name must be a non-empty string, got {name!r}")
+        limit = (
+            default_max_series()
+            if max_series is None
+            else _check_limit(max_series, "Aggregator max_series")
+        )
+        if isinstance(metrics, Metric):
+            raise ValueError("Aggregator takes a list of metrics, got a single metric")
+        checked: list[Metric] = []
+        seen: set[tuple[str, str]] = set()
+        for metric in metrics:
+            if not isinstance(metric, Metric):
+                raise ValueError(
+                    f"Aggregator: {metric!r} is not a metric definition; make metrics with"
+                    " radiosonde.metrics.counter(), sum(), last_value(), summary(), distribution()"
+                )
+            if (metric.kind, metric.name) in seen:
+                raise ValueError(
+                    f"Aggregator: {metric.kind} {metric.name!r} is defined twice; give one of"
+                    " them another name"
+                )
+            seen.add((metric.kind, metric.name))
+            checked.append(metric)
+        self._metrics = tuple(checked)
+        self._states = [
+            _MetricState(metric, metric.max_series if metric.max_series is not None else limit)
+            for metric in self._metrics
+        ]
+        self._lock = threading.Lock()
+        self._handler_ids: list[str] = []
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """The metric definitions, in the order given."""
+        return self._metrics
+
+    def attach(self) -> None:
+        """Attach to the events of the metrics: one handler per event name. Idempotent."""
+        with self._lock:
+            if self._handler_ids:
+                return
+            by_event: dict[events.EventName, list[events.Handler]] = {}
+            for state in self._states:
+                by_event.setdefault(state.metric.event_name, []).append(_compile(state))
+            ids: list[str] = []
+            try:
+                for event, updates in by_event.items():
+                    handler_id = f"radiosonde.aggregator:{self.name}#{self._seq}:{'.'.join(event)}"
+                    if len(updates) == 1:
+                        events.attach(handler_id, event, updates[0], on_error="keep")
+                    else:
+                        events.attach(handler_id, event, _fan_out, tuple(updates), on_error="keep")
+                    ids.append(handler_id)
+            except Exception:
+                for handler_id in ids:
+                    events.detach(handler_id)
+                raise
+            self._handler_ids = ids
+
+    def detach(self) -> None:
+        """Detach from the events; the aggregated values stay readable. Idempotent."""
+        with self._lock:
+            for handler_id in self._handler_ids:
+                events.detach(handler_id)
+            self._handler_ids = []
+
+    @property
+    def attached(self) -> bool:
+        """Whether the aggregator is attached to its events."""
+        return bool(self._handler_ids)
+
+    def __enter__(self) -> Aggregator:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.detach()
+
+    def snapshot(
+        self, *, quantiles: Sequence[float] = DEFAULT_QUANTILES, emit_stats: bool = True
+    ) -> list[MetricSnapshot]:
+        """The aggregated values of every metric, in the order of :attr:`metrics`.
+
+        Series appear once they received an update. ``quantiles`` picks the quantiles computed
+        for summaries and distributions (``()`` to skip them, e.g. for a Prometheus histogram).
+        With ``emit_stats`` (the default) the self-metric events are emitted first, see
+        :meth:`emit_stats`, so self-metrics aggregated here are current.
+        """
+        for q in quantiles:
+            if not 0.0 <= q <= 1.0:
+                raise ValueError(f"quantiles must be between 0 and 1, got {q!r}")
+        if emit_stats:
+            self.emit_stats()
+        return [state.snapshot(quantiles) for state in self._states]
+
+    def stats(self) -> list[MetricStats]:
+        """Per metric, in order: series held, series limit, overflow hits, skipped updates by
+        reason (only reasons that occurred). Running totals since construction."""
+        return [state.stats() for state in self._states]
+
+    def emit_stats(self) -> None:
+        """Emit the self-metric events of :mod:`radiosonde.selfmetrics` for every metric."""
+        for stats in self.stats():
+            metadata = {
+                "aggregator": self.name,
+                "metric": stats.metric.name,
+                "kind": stats.metric.kind,
+            }
+            events.execute(
+                SERIES_EVENT, {"series": stats.series, "overflow": stats.overflow}, metadata
+            )
+            for reason, dropped in stats.dropped.items():
+                events.execute(DROPPED_EVENT, {"dropped": dropped}, {**metadata, "reason": reason})
+
+    def __repr__(self) -> str:
+        state = "attached" if self.attached else "detached"
+        return f"<Aggregator {self.name!r} {len(self._metrics)} metrics, {state}>"
