@@ -449,27 +449,9 @@ def with_telemetry(
         plan = _plan(event, performance_budget_ms)
     if filter_sensitive_metadata and metadata:
         metadata = redact(metadata)
-    # _run, inlined (one call less, on the path bench/redact_budgets.py measures). An async
-    # function needs no test of its own: calling it returns a coroutine, which _defer times.
-    span = Span(plan.name, metadata)  # type: ignore[arg-type]  # Span copies any mapping
-    span.__enter__()
-    start = span._start if span._start is not None else _monotonic_ns()
-    try:
-        result = fn()
-    except BaseException as exc:
-        _close(plan, span, start, exc)
-        raise
-    if type(result) is CoroutineType:
-        return _defer(plan, span, start, result)
-    duration = _monotonic_ns() - start
-    over = duration > plan.budget_ns
-    if span._start is not None:
-        span.metadata.update(budget_ms=plan.budget_ms, over_budget=over)
-        span.measurements["budget_ms"] = plan.budget_ms
-    span.__exit__(None, None, None)
-    if over or _events.has_handlers(OBSERVATION_EVENT):
-        _record(plan, duration, over)
-    return result
+    # An async function needs no test of its own: calling it returns a coroutine, which _run
+    # hands to _defer to time until it completes.
+    return _run(plan, fn, (), {}, metadata)
 
 
 class telemetry:
