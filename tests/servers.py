@@ -1,4 +1,5 @@
-"""Real servers for the integration tests: Prometheus (+ promtool) and the npm StatsD daemon.
+"""Real servers for the integration tests: Prometheus (+ promtool), the npm StatsD daemon and
+rsyslog.
 
 Each server is a context manager that starts the real program on 127.0.0.1 on free ports, in its
 own temporary directory, waits until it is ready, and on exit stops it (SIGTERM to its process
@@ -12,6 +13,10 @@ context calls :func:`tests._realserver.missing` (skip locally, fail under CI=tru
     with StatsDDaemon() as statsd:
         sock.sendto(b"x:1|c", ("127.0.0.1", statsd.port))
         statsd.wait_for(lambda: statsd.counters().get("x") == 1)
+
+    with RsyslogServer() as rsyslog:
+        SyslogBackend(("127.0.0.1", rsyslog.udp_port)).log("info", "hello", {})
+        rsyslog.wait_for(lambda lines: any(line["msg"] == "hello" for line in lines))
 
 Install the programs with `bash scripts/bootstrap.sh --servers`.
 """
@@ -694,6 +699,132 @@ class _UnixDatagramRelay:
         self._thread.join(timeout=2)
         self._in.close()
         self._out.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# rsyslog
+# ---------------------------------------------------------------------------------------------
+
+PROBE_APP = "radiosonde-probe"
+
+# What rsyslog writes for each message: one JSON object per line. "sd" is the structured data
+# as rsyslog's mmpstrucdata parsed (and unescaped) it; "sd_raw" is the field as received.
+_RSYSLOG_CONF = """\
+global(workDirectory="{dir}" maxMessageSize="64k")
+module(load="imudp")
+module(load="imtcp")
+module(load="imuxsock" SysSock.Use="off")
+module(load="mmpstrucdata")
+input(type="imudp" address="127.0.0.1" port="{udp_port}")
+input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
+input(type="imuxsock" Socket="{socket}" UseSpecialParser="off" ParseHostname="on"
+      UsePIDFromSystem="off" UseSysTimeStamp="off" RateLimit.Interval="0")
+template(name="received" type="list" option.jsonf="on") {{
+  property(outname="input" name="inputname" format="jsonf")
+  property(outname="pri" name="pri" format="jsonf")
+  property(outname="facility" name="syslogfacility" format="jsonf")
+  property(outname="severity" name="syslogseverity" format="jsonf")
+  property(outname="timestamp" name="timereported" dateformat="rfc3339" format="jsonf")
+  property(outname="hostname" name="hostname" format="jsonf")
+  property(outname="app" name="app-name" format="jsonf")
+  property(outname="procid" name="procid" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="sd_raw" name="structured-data" format="jsonf")
+  property(outname="sd" name="$!rfc5424-sd" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}}
+action(type="mmpstrucdata" sd_name.lowercase="off")
+action(type="omfile" file="{output}" template="received")
+"""
+
+
+class RsyslogServer(_ManagedProcess):
+    """A real rsyslogd (Debian's package) listening on 127.0.0.1 UDP and TCP ports and a Unix
+    datagram socket in its temporary directory, writing what it receives as JSON lines.
+
+    Ready when a probe message sent over each of the three transports has been written.
+    """
+
+    name = "rsyslog"
+
+    def __init__(self, startup_timeout: float = 20.0) -> None:
+        super().__init__(startup_timeout)
+        self.udp_port = 0
+        self.tcp_port = 0
+        self.socket_path = ""
+        self.output = Path()
+        self._binary = ""
+
+    def _check_installed(self) -> None:
+        self._binary = need_binary("rsyslogd", "/usr/sbin", "/sbin")
+
+    def _start_once(self) -> None:
+        assert self.dir is not None
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.tcp_port = free_port()
+        self.socket_path = str(self.dir / "log.sock")
+        self.output = self.dir / "received.jsonl"
+        conf = self.dir / "rsyslog.conf"
+        conf.write_text(
+            _RSYSLOG_CONF.format(
+                dir=self.dir,
+                udp_port=self.udp_port,
+                tcp_port=self.tcp_port,
+                socket=self.socket_path,
+                output=self.output,
+            )
+        )
+        self._spawn([self._binary, "-n", "-f", str(conf), "-i", str(self.dir / "rsyslogd.pid")])
+        self._wait_until(lambda: os.path.exists(self.socket_path), "listening on its socket")
+        self._wait_until(self._probed, "writing what it receives")
+
+    def _probed(self) -> bool:
+        probe = f"<14>1 - - {PROBE_APP} - - - probe".encode()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.sendto(probe, ("127.0.0.1", self.udp_port))
+            with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=1) as tcp:
+                tcp.sendall(b"%d %s" % (len(probe), probe))
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix:
+                unix.sendto(probe, self.socket_path)
+        except OSError:
+            return False
+        time.sleep(0.1)
+        inputs = {line["input"] for line in self._lines() if line.get("app") == PROBE_APP}
+        return inputs == {"imudp", "imtcp", "imuxsock"}
+
+    def _lines(self) -> list[dict[str, Any]]:
+        if not self.output.exists():
+            return []
+        lines = []
+        for text in self.output.read_text(errors="replace").splitlines():
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue  # a line being written right now
+            sd = line.get("sd")
+            line["sd"] = json.loads(sd) if sd else {}
+            lines.append(line)
+        return lines
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every message written so far, probes left out."""
+        return [line for line in self._lines() if line.get("app") != PROBE_APP]
+
+    def raw_output(self) -> str:
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
+
+    def wait_for(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.received()
+            if done(got):
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"rsyslog: not there after {timeout}s; got {got[-5:]}")
+            time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------------------------

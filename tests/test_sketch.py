@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -167,3 +168,86 @@ def test_copy_is_independent() -> None:
     assert sketch.count == 3
     assert clone.count == 4
     assert sketch.max == 3.0
+
+
+# -- add_many: a batch counts as the same values added one by one ------------------------------
+
+any_float = st.one_of(
+    finite,
+    st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324, -5e-324, 1.7e308]),
+)
+
+
+def state(sketch: QuantileSketch) -> tuple[object, ...]:
+    """Everything a sketch holds, ±0 told apart in min and max."""
+    return (
+        sketch.count,
+        sketch.zero_count,
+        math.copysign(1.0, sketch.min) if sketch.min == 0.0 else sketch.min,
+        math.copysign(1.0, sketch.max) if sketch.max == 0.0 else sketch.max,
+        sketch._pos,
+        sketch._neg,
+        sketch._floor,
+        sketch.bucket_count,
+    )
+
+
+def same_sum(batched: QuantileSketch, reference: QuantileSketch) -> bool:
+    if math.isnan(reference.sum):
+        return math.isnan(batched.sum)
+    if sys.version_info < (3, 12):  # sum() adds in order, as add() does
+        return batched.sum == reference.sum
+    # From 3.12 sum() compensates: at least as accurate as adding in order.
+    return batched.sum == pytest.approx(reference.sum, rel=1e-9, abs=1e-6)
+
+
+@given(
+    st.lists(st.lists(any_float, max_size=70), max_size=4),
+    st.sampled_from([4, 16, 2048]),
+)
+@settings(max_examples=300, deadline=None)
+def test_add_many_is_the_same_as_adding_one_by_one(
+    batches: list[list[float]], max_buckets: int
+) -> None:
+    batched = QuantileSketch(max_buckets)
+    reference = QuantileSketch(max_buckets)
+    for batch in batches:
+        batched.add_many(batch)
+        for value in batch:
+            reference.add(value)
+        assert state(batched) == state(reference)
+        assert same_sum(batched, reference)
+        qs = [0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0]
+        assert batched.quantiles(qs) == reference.quantiles(qs)
+
+
+def test_add_many_keeps_the_first_of_equal_extremes_as_add_does() -> None:
+    for values in ([0.0, -0.0], [-0.0, 0.0], [1.0, -0.0, 0.0], [-1.0, 0.0, -0.0]):
+        batched = QuantileSketch()
+        batched.add_many(values)
+        reference = sketch_of(values)
+        assert state(batched) == state(reference), values
+
+
+def test_add_many_past_the_bucket_limit_collapses_like_add() -> None:
+    values = [1.5**i for i in range(400)]
+    rng = random.Random(11)
+    rng.shuffle(values)
+    batched = QuantileSketch(max_buckets=64)
+    for start in range(0, 400, 64):
+        batched.add_many(values[start : start + 64])
+    batched.add_many([1.0, 2.0, -3.0])  # below the collapsed floor, and the other sign
+    reference = QuantileSketch(max_buckets=64)
+    for value in [*values, 1.0, 2.0, -3.0]:
+        reference.add(value)
+    assert batched.bucket_count == 65  # 64 positive, 1 negative
+    assert state(batched) == state(reference)
+
+
+def test_add_many_ignores_nan_and_accepts_an_empty_batch() -> None:
+    sketch = QuantileSketch()
+    sketch.add_many([])
+    sketch.add_many([math.nan, math.nan])
+    assert sketch.count == 0
+    sketch.add_many([math.nan, 2.0, math.nan, 1.0])
+    assert (sketch.count, sketch.sum, sketch.min, sketch.max) == (2, 3.0, 1.0, 2.0)

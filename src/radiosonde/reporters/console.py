@@ -23,6 +23,10 @@ and for a metric that cannot use the event, why::
       distribution http.request.stop.duration skipped: missing_tag (tag 'route' missing
       from the metadata)
 
+Secrets are kept off the console by default: measurements, metadata, tag values and skip
+reasons go through :mod:`radiosonde.redact` before they are printed (``redact=False`` shows them
+as they are, for a terminal you trust).
+
 It aggregates nothing. Writing happens in the thread that executes the event; a stream that
 fails (closed, broken pipe) never raises into ``execute``: the error is counted in
 :attr:`ConsoleReporter.errors` and reported as a ``("radiosonde", "reporter", "error")`` event.
@@ -40,6 +44,7 @@ from typing import Any, TextIO
 from radiosonde import events
 from radiosonde.aggregation import evaluate
 from radiosonde.metrics import Metric
+from radiosonde.redact import Redactor, default_redactor
 from radiosonde.reporters._base import Reporter
 
 __all__ = ["ConsoleReporter"]
@@ -60,6 +65,9 @@ class ConsoleReporter(Reporter):
     ``stream`` is any object with ``write(str)`` (``flush()`` is called when it has one);
     ``None`` means ``sys.stdout`` as it is at each write, so it follows redirections.
     ``start()`` attaches one handler per event name, ``stop()`` detaches them.
+    ``redact`` (default True): what is printed goes through
+    :data:`radiosonde.redact.default_redactor` (values under sensitive keys and tags become
+    ``[REDACTED]``, secrets inside strings are replaced); ``False`` prints everything as it is.
 
     Raises ``ValueError`` for something in ``metrics`` that is not a metric definition.
     """
@@ -70,10 +78,14 @@ class ConsoleReporter(Reporter):
         stream: TextIO | None = None,
         *,
         name: str | None = None,
+        redact: bool = True,
     ) -> None:
         super().__init__(name if name is not None else f"console-{next(_ids)}")
         if isinstance(metrics, Metric):
             raise ValueError("ConsoleReporter takes a list of metrics, got a single metric")
+        if not isinstance(redact, bool):
+            raise ValueError(f"redact must be True or False, got {redact!r}")
+        self._redactor: Redactor | None = default_redactor if redact else None
         checked: list[Metric] = []
         for metric in metrics:
             if not isinstance(metric, Metric):
@@ -142,24 +154,47 @@ class ConsoleReporter(Reporter):
     ) -> str:
         """The text printed for one event (``metrics``: those listening to it by default)."""
         chosen = self._by_event.get(event, ()) if metrics is None else tuple(metrics)
+        redactor = self._redactor
+        shown_measurements: Any = dict(measurements)
+        shown_metadata: Any = dict(metadata)
+        if redactor is not None:
+            shown_measurements = redactor.redact(shown_measurements)
+            shown_metadata = redactor.redact(shown_metadata)
         lines = [
             f"[radiosonde] event {'.'.join(event)}",
-            f"  measurements: {_repr.repr(dict(measurements))}",
-            f"  metadata:     {_repr.repr(dict(metadata))}",
+            f"  measurements: {_redacted_text(_repr.repr(shown_measurements), redactor)}",
+            f"  metadata:     {_redacted_text(_repr.repr(shown_metadata), redactor)}",
         ]
         for metric in chosen:
-            lines.append("  " + _describe(metric, measurements, metadata))
+            lines.append("  " + _describe(metric, measurements, metadata, redactor))
         return "\n".join(lines) + "\n"
 
 
-def _describe(metric: Metric, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+def _redacted_text(text: str, redactor: Redactor | None) -> str:
+    # Objects other than containers and strings are not redacted as objects: their repr may
+    # still hold a secret (an exception's message, a dataclass's fields).
+    return text if redactor is None else redactor.redact_string(text)
+
+
+def _describe(
+    metric: Metric,
+    measurements: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    redactor: Redactor | None = None,
+) -> str:
     head = f"{metric.kind} {metric.name}"
     result = evaluate(metric, measurements, metadata)
     if result.skipped is not None:
-        return f"{head} skipped: {result.skipped} ({result.detail})"
-    tags = ", ".join(
-        f'{tag}="{value}"' for tag, value in zip(metric.tags, result.tags or (), strict=True)
-    )
+        # The reason may quote a value ("measurement 'x' is 'Bearer ...', not a number").
+        return f"{head} skipped: {result.skipped} ({_redacted_text(result.detail, redactor)})"
+    values: Iterable[str] = result.tags or ()
+    if redactor is not None:
+        marker = redactor.marker
+        values = [
+            marker if redactor.is_sensitive_key(tag) else redactor.redact_string(value)
+            for tag, value in zip(metric.tags, values, strict=True)
+        ]
+    tags = ", ".join(f'{tag}="{value}"' for tag, value in zip(metric.tags, values, strict=True))
     if metric.kind == "counter":
         shown = "+1"
     else:

@@ -82,6 +82,8 @@ _Response: TypeAlias = tuple[int, list[tuple[str, str]], bytes]
 
 _logger = logging.getLogger("radiosonde.reporters.prometheus")
 _ids = itertools.count(1)
+# Serialises add_metric() (rare) so that the exposition and the aggregator agree.
+_add_lock = threading.Lock()
 _PLAIN = "text/plain; charset=utf-8"
 # gzip level 1 compresses an exposition ~25x at a fifth of the default level's CPU: the
 # process being observed pays for it.
@@ -214,31 +216,37 @@ async def _off_the_loop(
 
 
 def _exposition_for(
-    aggregator: Aggregator, namespace: str | None, max_series: int | None
+    aggregator: Aggregator, namespace: str | None, max_series: int | None, redact: bool = True
 ) -> Exposition:
     return Exposition(
         aggregator.metrics,
         namespace=namespace,
         max_series=max_series if max_series is not None else default_max_series(),
+        redact=redact,
     )
 
 
-def make_wsgi_app(aggregator: Aggregator, *, namespace: str | None = None) -> WSGIApp:
+def make_wsgi_app(
+    aggregator: Aggregator, *, namespace: str | None = None, redact: bool = True
+) -> WSGIApp:
     """A WSGI application answering every GET/HEAD with the exposition of ``aggregator``
     (negotiated format, gzip); other methods get 405. Mount it where you want ``/metrics``.
+    Label values are redacted unless ``redact=False`` (see :class:`PrometheusReporter`).
 
     The caller owns the aggregator: attach it (``aggregator.attach()`` or ``with``) so that it
     counts. Raises :class:`PrometheusNameError` (a ``ValueError``) if two of its metrics would
     share a Prometheus name.
     """
-    exposition = _exposition_for(aggregator, namespace, None)
+    exposition = _exposition_for(aggregator, namespace, None, redact)
     return _Scraper(aggregator, exposition, f"prometheus-wsgi-{next(_ids)}").wsgi_app()
 
 
-def make_asgi_app(aggregator: Aggregator, *, namespace: str | None = None) -> ASGIApp:
+def make_asgi_app(
+    aggregator: Aggregator, *, namespace: str | None = None, redact: bool = True
+) -> ASGIApp:
     """An ASGI (3.0) application, like :func:`make_wsgi_app`. Rendering runs in the event loop's
     default executor, so a large exposition does not stall the loop; ``lifespan`` is handled."""
-    exposition = _exposition_for(aggregator, namespace, None)
+    exposition = _exposition_for(aggregator, namespace, None, redact)
     return _Scraper(aggregator, exposition, f"prometheus-asgi-{next(_ids)}").asgi_app()
 
 
@@ -333,6 +341,10 @@ class PrometheusReporter(Reporter):
       radiosonde's own ``radiosonde_*`` self-metrics.
     * ``include_self_metrics``: add :func:`radiosonde.selfmetrics.self_metrics` (series per
       metric, overflow hits, dropped updates, reporter errors, handler failures).
+    * ``redact``: label values go through :mod:`radiosonde.redact` (default): a tag whose name
+      is sensitive (``session``, ``token``...) is exposed as ``[REDACTED]``, secrets in values
+      (bearer tokens, JWTs, card numbers...) are replaced, and series made equal are merged.
+      Each series is redacted once, when its labels are first rendered. ``False`` turns it off.
 
     Construction validates everything (a metric that cannot be exposed, two metrics sharing a
     Prometheus name, a bad port) and raises ``ValueError`` saying what to fix. :meth:`start`
@@ -352,6 +364,7 @@ class PrometheusReporter(Reporter):
         namespace: str | None = None,
         include_self_metrics: bool = True,
         name: str | None = None,
+        redact: bool = True,
     ) -> None:
         self._port, self.host = _resolve_address(port, host)
         if isinstance(metrics, Metric):
@@ -364,7 +377,7 @@ class PrometheusReporter(Reporter):
         self._aggregator = Aggregator(metric_list, max_series=max_series, name=self.name)
         self._scraper = _Scraper(
             self._aggregator,
-            _exposition_for(self._aggregator, namespace, max_series),
+            _exposition_for(self._aggregator, namespace, max_series, redact),
             self.name,
             self._error,
         )
@@ -392,6 +405,35 @@ class PrometheusReporter(Reporter):
     def render(self, openmetrics: bool = False) -> bytes:
         """The current exposition: text 0.0.4, or OpenMetrics 1.0 (ending in ``# EOF``)."""
         return self._scraper.render(openmetrics)
+
+    def add_metric(self, metric: Metric, *, attach: bool = True) -> None:
+        """Serve one more metric from now on, e.g. a definition made at run time (the metrics
+        facade's :class:`~radiosonde.reporters.facade.PrometheusBackend` adds its metrics so).
+
+        Validated as at construction, with the same errors: :class:`PrometheusNameError` (a
+        ``ValueError``) when it cannot be exposed or its Prometheus name clashes with a metric
+        served already, ``ValueError`` for a metric of the same kind and name; nothing changes
+        then. ``attach=True`` feeds it from its events like the others (from now on when the
+        reporter is running); ``attach=False`` leaves it to :meth:`Aggregator.record
+        <radiosonde.aggregation.Aggregator.record>` on :attr:`aggregator`. Thread-safe, also
+        while scrapes run.
+        """
+        if not isinstance(metric, Metric):
+            raise ValueError(
+                f"PrometheusReporter.add_metric takes a metric definition, got {metric!r}"
+            )
+        with _add_lock:
+            if any(m.kind == metric.kind and m.name == metric.name for m in self.metrics):
+                raise ValueError(
+                    f"PrometheusReporter {self.name!r}: {metric.kind} {metric.name!r} is defined"
+                    " twice; give one of them another name"
+                )
+            # The exposition first, so that a concurrent scrape never snapshots a metric it
+            # cannot render yet.
+            self._scraper.exposition.add(metric, max_series=default_max_series())
+            self._aggregator.add_metric(metric, attach=attach)
+            if metric.kind == "summary":
+                self._scraper.quantiles = DEFAULT_QUANTILES
 
     def wsgi_app(self) -> WSGIApp:
         """A WSGI app serving this reporter's exposition (see :func:`make_wsgi_app`). Creating

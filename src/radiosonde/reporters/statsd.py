@@ -109,6 +109,19 @@ _REPORT_AS: dict[tuple[str, str], tuple[str, ...]] = {
     ("distribution", "datadog"): ("distribution", "timer", "histogram"),
 }
 _WIRE_TYPE = {"timer": "ms", "histogram": "h", "distribution": "d"}
+# record(): the wire type of each kind, per formatter (the Etsy daemon knows only timers).
+_DIRECT_WIRE: dict[tuple[str, str], str] = {
+    ("counter", "standard"): "c",
+    ("counter", "datadog"): "c",
+    ("gauge", "standard"): "g",
+    ("gauge", "datadog"): "g",
+    ("timer", "standard"): "ms",
+    ("timer", "datadog"): "ms",
+    ("histogram", "datadog"): "h",
+    ("distribution", "datadog"): "d",
+}
+# record(): series buffered per interval, all names together (each name has max_series).
+_DIRECT_MAX_SERIES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +155,11 @@ class StatsDReporter(Reporter):
     * ``max_series``: series of one metric one thread may buffer per interval, unless the
       metric sets its own ``max_series`` (beyond: dropped and counted); ``max_samples``: timer
       values of one metric one thread may buffer per interval.
+    * ``redact``: tag values (and global tags) go through :mod:`radiosonde.redact` (default):
+      a tag whose name is sensitive (``session``, ``token``...) is sent as ``[REDACTED]``,
+      secrets in values (bearer tokens, JWTs, card numbers...) are replaced, and series made
+      equal are merged. Each series is redacted once, when it is first formatted (off the
+      hot path); ``False`` turns it off.
 
     Construction validates everything and raises ``ValueError`` saying what to fix.
     :meth:`start` attaches to the events and starts the flusher; :meth:`stop` detaches,
@@ -164,9 +182,12 @@ class StatsDReporter(Reporter):
         max_series: int = 2000,
         max_samples: int = 50_000,
         name: str | None = None,
+        redact: bool = True,
     ) -> None:
         if isinstance(metrics, Metric):
             raise ValueError("StatsDReporter takes a list of metrics, got a single metric")
+        if not isinstance(redact, bool):
+            raise ValueError(f"redact must be True or False, got {redact!r}")
         metric_list = list(metrics)
         for metric in metric_list:
             if not isinstance(metric, Metric):
@@ -206,8 +227,10 @@ class StatsDReporter(Reporter):
             max_series=_check_int("max_series", max_series, 1, 10**7),
             max_samples=_check_int("max_samples", max_samples, 1, 10**8),
         )
-        self._namer = fmt.SeriesNamer(formatter, self.prefix, self.global_tags)
+        self._namer = fmt.SeriesNamer(formatter, self.prefix, self.global_tags, redact=redact)
         self._series: dict[Key, tuple[str, str]] = {}
+        self._direct = _Direct(max_series, max_samples)
+        self._direct_series: dict[tuple[str, Any], tuple[str, str]] = {}
         # Re-entrant: a handler of ERROR_EVENT (emitted during a flush, in the flusher thread)
         # may call flush() or stop().
         self._flush_lock = threading.RLock()
@@ -362,7 +385,7 @@ class StatsDReporter(Reporter):
         """
         with self._flush_lock:
             drained = self._collector.drain()
-            lines = self._lines(drained)
+            lines = self._lines(drained) + self._direct_lines()
             datagrams, oversize = fmt.pack(lines, self.mtu)
             counts = self._counts
             counts["flushes"] += 1
@@ -541,6 +564,8 @@ class StatsDReporter(Reporter):
 
     def _report_drops(self) -> None:
         stats = self._collector.stats()
+        for name, count in self._direct.stats().items():
+            stats[name] += count
         dropped = (
             stats["dropped_series"] + stats["dropped_samples"] + self._counts["oversize_lines"]
         )
@@ -586,6 +611,110 @@ class StatsDReporter(Reporter):
         except Exception:
             pass
 
+    # -- direct updates ------------------------------------------------------------------------
+
+    def record(
+        self,
+        kind: Literal["counter", "gauge", "timer", "histogram", "distribution"],
+        name: str,
+        value: float,
+        tags: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Send one update of ``name`` without a metric definition or an event (how the metrics
+        facade's :class:`~radiosonde.reporters.facade.StatsDBackend` sends its calls).
+
+        ``kind``: ``"counter"`` (``|c``, values added up per interval), ``"gauge"`` (``|g``, the
+        latest value per interval), ``"timer"`` (``|ms``), and with the datadog formatter
+        ``"histogram"`` (``|h``) and ``"distribution"`` (``|d``); another kind raises
+        ``ValueError`` (a programming error, not data). ``name`` is dotted; each part is made
+        safe as for tag values in standard names, and the prefix applies. ``tags`` may differ
+        from call to call: standard names get the values in the order of the sorted keys,
+        DogStatsD lines list them (then the global tags).
+
+        Buffered with the other metrics and sent by the same flusher, socket and datagram
+        packing. Never raises because of the data: a value that is not a finite number, or a
+        name that is not a non-empty string, is skipped and counted (``skipped`` in
+        :meth:`stats`); past ``max_series`` series of one name, or ``max_samples`` buffered
+        values, in one interval, updates are dropped and counted (``dropped_series``,
+        ``dropped_samples``). Returns whether the update was buffered. Thread-safe (one short
+        lock per call).
+        """
+        wire = _DIRECT_WIRE.get((kind, self.formatter))
+        if wire is None:
+            kinds = sorted(k for k, style in _DIRECT_WIRE if style == self.formatter)
+            raise ValueError(
+                f"StatsDReporter.record: kind {kind!r} is not possible with the"
+                f" {self.formatter!r} formatter; use one of {', '.join(map(repr, kinds))}"
+            )
+        return self._direct.add(wire, name, value, tags)
+
+    def _direct_lines(self) -> list[str]:
+        """The lines of what :meth:`record` buffered since the last flush (flush lock held)."""
+        counts, gauges, samples = self._direct.drain()
+        if not (counts or gauges or samples):
+            return []
+        style = self.formatter
+        lines: list[str] = []
+        invalid = 0
+        # Series that format alike (tags given in another order, names that differ only in
+        # characters made safe) are merged, as in _lines().
+        merged: dict[tuple[str, str, str], float] = {}
+        for (wire, name, items), total in counts.items():
+            out_name, tag_field = self._direct_series_of(name, items)
+            key = (wire, out_name, tag_field)
+            merged[key] = merged.get(key, 0.0) + total
+        for (_wire, out_name, tag_field), total in merged.items():
+            if fmt.finite(total):
+                lines.append(fmt.counter_line(out_name, total, "", tag_field))
+            else:
+                invalid += 1
+        latest: dict[tuple[str, str], tuple[int, float]] = {}
+        for (_wire, name, items), held in gauges.items():
+            series = self._direct_series_of(name, items)
+            other = latest.get(series)
+            if other is None or held[0] > other[0]:
+                latest[series] = held
+        for (out_name, tag_field), (_seq, value) in latest.items():
+            lines.append(fmt.gauge_line(out_name, value, tag_field, style))
+        grouped: dict[tuple[str, str, str], list[float]] = {}
+        for (wire, name, items), values in samples.items():
+            out_name, tag_field = self._direct_series_of(name, items)
+            grouped.setdefault((wire, out_name, tag_field), []).extend(values)
+        for (wire, out_name, tag_field), values in grouped.items():
+            kept = values
+            if wire == "ms" and style == "standard":
+                # The Etsy daemon rejects negative timings as bad lines.
+                kept = [v for v in values if v >= 0]
+                invalid += len(values) - len(kept)
+            if kept:
+                lines.extend(
+                    fmt.sample_lines(
+                        out_name,
+                        kept,
+                        kind=wire,
+                        rate="",
+                        tags=tag_field,
+                        style=style,
+                        multi_value=self.multi_value,
+                        limit=self.mtu,
+                    )
+                )
+        self._counts["invalid_values"] += invalid
+        return lines
+
+    def _direct_series_of(self, name: str, items: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+        found = self._direct_series.get((name, items))
+        if found is not None:
+            return found
+        safe_name = ".".join(fmt.name_segment(part) for part in name.split("."))
+        pairs = sorted((fmt.text(key), fmt.text(value)) for key, value in items)
+        keys = [fmt.tag_value(key).replace(":", "_") or "_" for key, _ in pairs]
+        series = self._namer.series(safe_name, keys, [fmt.text(value) for _, value in pairs])
+        if len(self._direct_series) >= _SERIES_CACHE:
+            self._direct_series.clear()
+        self._direct_series[(name, items)] = series
+        return series
+
     def stats(self) -> dict[str, int]:
         """What the reporter did and what it lost, since it was made (a copy).
 
@@ -600,8 +729,129 @@ class StatsDReporter(Reporter):
         """
         result = dict(self._counts)
         result.update(self._collector.stats())
+        for name, count in self._direct.stats().items():
+            result[name] += count
         result["buffers"] = self._collector.buffers()
         return result
+
+
+class _Direct:
+    """What :meth:`StatsDReporter.record` buffered since the last flush, under one lock.
+
+    Series are keyed by ``(wire type, name, tag items)`` as given; they are made safe and
+    formatted at flush time, off the caller's path.
+    """
+
+    def __init__(self, max_series: int, max_samples: int) -> None:
+        self.lock = threading.Lock()
+        self.max_series = max_series
+        self.max_samples = max_samples
+        self.seq = itertools.count(1)
+        self.counts: dict[tuple[str, str, Any], float] = {}
+        self.gauges: dict[tuple[str, str, Any], tuple[int, float]] = {}
+        self.samples: dict[tuple[str, str, Any], list[float]] = {}
+        self.per_name: dict[tuple[str, str], int] = {}
+        self.held = 0
+        self.skipped = 0
+        self.dropped_series = 0
+        self.dropped_samples = 0
+
+    def add(self, wire: str, name: str, value: Any, tags: Mapping[str, Any] | None) -> bool:
+        try:
+            number = value if value.__class__ is float and value - value == 0.0 else _finite(value)
+            if number is None or name.__class__ is not str or not name:
+                return self._skip()
+            items: Any = tuple(tags.items()) if tags else ()
+            try:
+                hash(items)
+            except TypeError:  # a list as a tag value, say: key the series by its text
+                items = tuple((fmt.text(k), fmt.text(v)) for k, v in items)
+            key = (wire, name, items)
+            with self.lock:
+                if wire == "c":
+                    return self._add(key, number)
+                if wire == "g":
+                    return self._set(key, number)
+                return self._append(key, number)
+        except Exception:
+            return self._skip()
+
+    # The three below run with the lock held.
+
+    def _add(self, key: tuple[str, str, Any], value: float) -> bool:
+        counts = self.counts
+        if key in counts:
+            counts[key] += value
+        elif self._new_series(key, len(counts)):
+            counts[key] = value
+        else:
+            return False
+        return True
+
+    def _set(self, key: tuple[str, str, Any], value: float) -> bool:
+        gauges = self.gauges
+        if key not in gauges and not self._new_series(key, len(gauges)):
+            return False
+        gauges[key] = (next(self.seq), value)
+        return True
+
+    def _append(self, key: tuple[str, str, Any], value: float) -> bool:
+        if self.held >= self.max_samples:
+            self.dropped_samples += 1
+            return False
+        values = self.samples.get(key)
+        if values is None:
+            if not self._new_series(key, len(self.samples)):
+                return False
+            values = self.samples[key] = []
+        values.append(value)
+        self.held += 1
+        return True
+
+    def _new_series(self, key: tuple[str, str, Any], held: int) -> bool:
+        """Room for one more series of the key's name; counts the drop when not."""
+        name = key[:2]
+        count = self.per_name.get(name, 0)
+        if count >= self.max_series or held >= _DIRECT_MAX_SERIES:
+            self.dropped_series += 1
+            return False
+        self.per_name[name] = count + 1
+        return True
+
+    def _skip(self) -> bool:
+        with self.lock:
+            self.skipped += 1
+        return False
+
+    def drain(
+        self,
+    ) -> tuple[
+        dict[tuple[str, str, Any], float],
+        dict[tuple[str, str, Any], tuple[int, float]],
+        dict[tuple[str, str, Any], list[float]],
+    ]:
+        with self.lock:
+            taken = self.counts, self.gauges, self.samples
+            self.counts, self.gauges, self.samples = {}, {}, {}
+            self.per_name = {}
+            self.held = 0
+        return taken
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "skipped": self.skipped,
+            "dropped_series": self.dropped_series,
+            "dropped_samples": self.dropped_samples,
+        }
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (bools, NaN, infinities, non-numbers)."""
+    if value.__class__ is not float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        value = float(value)  # OverflowError for a huge int: the caller skips it
+    return value if value - value == 0.0 else None
 
 
 def _check_int(label: str, value: Any, low: int, high: int) -> int:
