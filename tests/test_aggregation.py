@@ -679,3 +679,29 @@ def test_user_functions_run_once_per_event_even_when_the_skip_is_logged() -> Non
     )
     assert calls == ["keep", "measurement"] * 2
     assert dropped(agg) == {"invalid_measurement": 2}
+
+
+def test_snapshot_rows_hold_what_snapshot_holds_without_series_objects() -> None:
+    metrics = [
+        m.counter("http.request.stop.count", tags=["route"], max_series=2),
+        m.sum("http.request.stop.bytes", tags=["route"], max_series=2),
+        m.last_value("http.request.stop.bytes", tags=["route"]),
+        m.summary("http.request.stop.duration", tags=["route"]),
+    ]
+    agg = run(
+        metrics,
+        *[({"duration": 5, "bytes": 10.5}, {"route": f"/r{i % 3}"}) for i in range(7)],
+    )
+    rows = agg.snapshot_rows(quantiles=(0.5,), emit_stats=False)
+    full = agg.snapshot(quantiles=(0.5,), emit_stats=False)
+    counter_rows, sum_rows, last_rows, summary = rows
+    assert isinstance(counter_rows, aggregation.ScalarRows)
+    assert counter_rows.rows == [(("/r0",), 3.0), (("/r1",), 2.0)]
+    assert counter_rows.overflow == 2.0  # the two updates of /r2, past the limit of 2
+    assert sum_rows.rows == [(("/r0",), 31.5), (("/r1",), 21.0)]
+    assert sum_rows.overflow == 21.0
+    assert last_rows.overflow is None
+    assert isinstance(summary, MetricSnapshot)  # distributions and summaries: as snapshot()
+    for got, want in zip(rows, full, strict=True):
+        assert got.metric is want.metric
+        assert got.series == want.series

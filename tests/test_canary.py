@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import re
 import socket
 import threading
@@ -219,6 +220,7 @@ def test_no_sink_ever_receives_a_planted_secret(
 ) -> None:
     run = uuid.uuid4().hex
     log_console = io.StringIO()
+    log_human = io.StringIO()
     log_file = tmp_path / "app.log"
     reporter_console = io.StringIO()
     with DatadogReceiver() as receiver:
@@ -231,6 +233,7 @@ def test_no_sink_ever_receives_a_planted_secret(
         log.configure(
             backends=[
                 ConsoleBackend(log_console, format="json"),
+                ConsoleBackend(log_human, format="human"),
                 JsonFileBackend(log_file),
                 datadog,
                 *syslogs,
@@ -272,8 +275,16 @@ def test_no_sink_ever_receives_a_planted_secret(
                 note=f"paid with {CANARY_CARD}",
                 api_key=CANARY_API_KEY,
             )
+            try:
+                raise PermissionError(f"bad credentials password={CANARY_PASSWORD}")
+            except PermissionError:
+                log.exception("auth failed", run=run)  # the traceback text is a sink input too
+            log.capture_stdlib(level="info")  # third-party libraries log through the bridge
+            logging.getLogger("thirdparty.http").info(
+                "GET /x Authorization: Bearer %s", CANARY_BEARER, extra={"run": run}
+            )
             log.flush(10.0)
-            receiver.wait_for(lambda: len(receiver.entries) == 2)
+            receiver.wait_for(lambda: len(receiver.entries) == 4)
             text = exporter.render().decode()
             openmetrics = exporter.render(openmetrics=True).decode()
             scraped_text = _scrape(exporter.url, openmetrics=False)
@@ -289,7 +300,7 @@ def test_no_sink_ever_receives_a_planted_secret(
             syslog.close()
     syslog_lines = rsyslog.wait_for(
         lambda lines: (
-            sum(line["sd"].get("radiosonde@32473", {}).get("run") == run for line in lines) == 6
+            sum(line["sd"].get("radiosonde@32473", {}).get("run") == run for line in lines) == 12
         )
     )
 
@@ -307,6 +318,7 @@ def test_no_sink_ever_receives_a_planted_secret(
 
     sinks = {
         "log console": log_console.getvalue(),
+        "log console (human)": log_human.getvalue(),
         "log file": log_file.read_text(),
         "syslog (rsyslog's output)": rsyslog.raw_output(),
         "datadog receiver": datadog_text,
@@ -326,7 +338,10 @@ def test_no_sink_ever_receives_a_planted_secret(
     for name in ("log console", "log file", "syslog (rsyslog's output)", "datadog receiver"):
         assert run in sinks[name], f"{name} received nothing of this run"
         assert "login attempt password=" in sinks[name] and REDACTED in sinks[name], name
-    assert len(syslog_lines) >= 6
+    assert "auth failed" in sinks["log console (human)"]
+    for name in ("log console", "log file", "syslog (rsyslog's output)", "datadog receiver"):
+        assert "auth failed" in sinks[name] and "Authorization: [REDACTED]" in sinks[name], name
+    assert len(syslog_lines) >= 12
     # The console reporter: each event, its metric updates, the route and the durations.
     shown = sinks["console reporter"]
     assert shown.count("[radiosonde] event canary.request.stop") == 3

@@ -212,6 +212,15 @@ def test_bytes_tag_values_are_decoded() -> None:
     assert metric.tags_for({"k": b"\xff"}) == ("\ufffd",)
 
 
+def test_tag_text_is_how_every_tag_value_becomes_text() -> None:
+    assert m.tag_text("x") == "x"
+    assert m.tag_text(None) == ""
+    assert m.tag_text(b"caf\xc3\xa9") == "café"
+    assert m.tag_text(b"\xff") == "\ufffd"
+    assert m.tag_text(200) == "200"
+    assert m.tag_text(True) == "True"
+
+
 def test_a_missing_tag_skips_the_update() -> None:
     assert m.counter("a.b", tags=["route"]).tags_for({"path": "/x"}) is None
 

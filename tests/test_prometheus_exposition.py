@@ -19,7 +19,7 @@ from prometheus_client import parser as prometheus_parser
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from radiosonde import metrics as m
-from radiosonde.aggregation import MetricSnapshot, SeriesSnapshot
+from radiosonde.aggregation import MetricSnapshot, ScalarRows, SeriesSnapshot
 from radiosonde.reporters._exposition import (
     Exposition,
     PrometheusNameError,
@@ -701,3 +701,30 @@ def test_gzip_negotiation(header: str | None, gzip: bool) -> None:
 def test_negotiation_never_raises(header: str) -> None:
     assert negotiate(header) in (True, False)
     assert accepts_gzip(header) in (True, False)
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_scalar_rows_render_as_their_series_do_including_redaction_merges(
+    openmetrics: bool,
+) -> None:
+    logins = m.counter("shop.login.count", tags=["route", "session"], max_series=3)
+    rows = [(("/a", "s-1"), 2.0), (("/a", "s-2"), 3.0), (("/b", "s-3"), -1.0)]
+    scalar = ScalarRows(logins, rows, overflow=4.0)
+    as_series = MetricSnapshot(logins, scalar.series)
+    # Fresh expositions: each one learns on its first render that redaction merges series.
+    fast = Exposition([logins]).render([scalar], openmetrics=openmetrics)
+    slow = Exposition([logins]).render([as_series], openmetrics=openmetrics)
+    assert fast == slow
+    samples = parse(fast, openmetrics)["shop_login_count"][3]
+    total = "shop_login_count_total"
+    redacted = ("session", "[REDACTED]")
+    expected = {
+        (total, (("route", "/a"), redacted)): 5.0,  # two sessions of /a, made one, added up
+        (total, (("overflow", "true"),)): 4.0,
+    }
+    if not openmetrics:
+        expected[(total, (("route", "/b"), redacted))] = -1.0  # OpenMetrics leaves it out
+    assert samples == expected
+    # Without redaction, every row is its own series.
+    plain = Exposition([logins], redact=False).render([scalar], openmetrics=False)
+    assert plain.count(b"shop_login_count_total{") == 4

@@ -577,7 +577,7 @@ def test_the_apps_answer_500_when_rendering_fails(monkeypatch: pytest.MonkeyPatc
     reporter = PrometheusReporter(shop_metrics(), port=0)
     try:
         client = ASGIClient(reporter.asgi_app())
-        monkeypatch.setattr(reporter.aggregator, "snapshot", lambda **kw: 1 / 0)
+        monkeypatch.setattr(reporter.aggregator, "snapshot_rows", lambda **kw: 1 / 0)
         assert client.request()[0] == 500
         captured: dict[str, Any] = {}
         reporter.wsgi_app()({}, lambda status, headers: captured.update(status=status))

@@ -132,13 +132,6 @@ def test_datadog_tag_values_lose_delimiters_and_line_breaks() -> None:
     assert fmt.tag_value("k:v/with.dots-é") == "k:v/with.dots-é"
 
 
-def test_text_matches_the_metrics_layer() -> None:
-    assert fmt.text(None) == ""
-    assert fmt.text(b"caf\xc3\xa9") == "café"
-    assert fmt.text(200) == "200"
-    assert fmt.text("x") == "x"
-
-
 @pytest.mark.parametrize("prefix", ["", None])
 def test_empty_prefix_means_none(prefix: str | None) -> None:
     assert fmt.check_prefix(prefix) is None

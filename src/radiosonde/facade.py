@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeGuard, runtime_checkable
 
 from radiosonde.events import EventName, attach_many, detach, execute
+from radiosonde.metrics import tag_text
 
 __all__ = [
     "BACKEND_FAILURE_EVENT",
@@ -147,7 +148,7 @@ class Metrics:
         execute(
             event,
             {"value": value},
-            {"name": name, "tags": {key: _tag_string(tag) for key, tag in tags.items()}},
+            {"name": name, "tags": {key: tag_text(tag) for key, tag in tags.items()}},
         )
 
     def _dispatch(
@@ -216,7 +217,3 @@ def _is_number(value: object) -> TypeGuard[int | float]:
         and not isinstance(value, bool)
         and not (isinstance(value, float) and math.isnan(value))
     )
-
-
-def _tag_string(value: object) -> str:
-    return value if isinstance(value, str) else "" if value is None else str(value)

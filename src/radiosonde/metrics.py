@@ -36,11 +36,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from radiosonde.events import EventName, EventNameLike, event_name
 
 __all__ = [
+    "BYTE_UNITS",
     "OVERFLOW_TAG",
     "Metric",
     "MetricKind",
@@ -49,6 +50,7 @@ __all__ = [
     "last_value",
     "sum",
     "summary",
+    "tag_text",
 ]
 
 MetricKind: TypeAlias = Literal["counter", "sum", "last_value", "summary", "distribution"]
@@ -72,7 +74,7 @@ _TIME_UNITS: dict[str, int] = {
     "minute": 60_000_000_000,
     "hour": 3_600_000_000_000,
 }
-_BYTE_UNITS: dict[str, int] = {
+BYTE_UNITS: Final[Mapping[str, int]] = {
     "byte": 1,
     "kilobyte": 1_000,
     "megabyte": 1_000_000,
@@ -81,6 +83,7 @@ _BYTE_UNITS: dict[str, int] = {
     "mebibyte": 1_024**2,
     "gibibyte": 1_024**3,
 }
+"""Bytes per byte unit: decimal (``kilobyte`` = 1000) and binary (``kibibyte`` = 1024)."""
 _NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _MEASUREMENT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _TAG = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -149,7 +152,7 @@ class Metric:
             if self.drop is not None and self.drop(metadata):
                 return None
             source = self.tag_values(metadata) if self.tag_values is not None else metadata
-            return tuple(_tag_string(source[tag]) for tag in self.tags)
+            return tuple(tag_text(source[tag]) for tag in self.tags)
         except Exception:
             return None
 
@@ -326,12 +329,12 @@ def _unit(label: str, unit: str | tuple[str, str] | None) -> tuple[str | None, f
         return ("nanosecond" if unit == "native" else unit), 1.0
     if isinstance(unit, tuple) and len(unit) == 2:
         source, target = unit
-        for table in (_TIME_UNITS, _BYTE_UNITS):
+        for table in (_TIME_UNITS, BYTE_UNITS):
             if source in table and target in table:
                 return ("nanosecond" if target == "native" else target), table[source] / table[
                     target
                 ]
-        known = ", ".join([*_TIME_UNITS, *_BYTE_UNITS])
+        known = ", ".join([*_TIME_UNITS, *BYTE_UNITS])
         raise ValueError(
             f"metric {label!r}: cannot convert {source!r} to {target!r}: both must be time units"
             f" or both byte units, out of: {known}"
@@ -378,7 +381,9 @@ def _reporter_options(
     return MappingProxyType(checked)
 
 
-def _tag_string(value: Any) -> str:
+def tag_text(value: Any) -> str:
+    """A tag value as text, as every reporter exports it: ``str`` as is, ``None`` as ``""``,
+    ``bytes`` decoded as UTF-8 (bad bytes replaced), anything else through ``str()``."""
     if type(value) is str:
         return value
     if value is None:

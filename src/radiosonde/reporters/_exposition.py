@@ -91,6 +91,7 @@ _CLAIMED_SUFFIXES: dict[str, tuple[str, ...]] = {
 _RESERVED_LABELS: dict[str, str] = {"histogram": "le", "summary": "quantile"}
 # The one tag of the overflow series (radiosonde.metrics.OVERFLOW_TAG; a tag no metric may use).
 _OVERFLOW = "overflow"
+_OVERFLOW_TAGS: Mapping[str, str] = {_OVERFLOW: "true"}
 
 
 class PrometheusNameError(ValueError):
@@ -124,12 +125,21 @@ class SeriesLike(Protocol):
 
 
 class MetricSnapshotLike(Protocol):
-    """A metric and its series: what :class:`radiosonde.aggregation.MetricSnapshot` provides."""
+    """A metric and its series: what :class:`radiosonde.aggregation.MetricSnapshot` provides.
+
+    A snapshot may also carry ``rows`` and ``overflow``, as
+    :class:`radiosonde.aggregation.ScalarRows` does: the series of a counter, sum or last value
+    as ``(tag values, value)`` pairs, rendered without a series object per line.
+    """
 
     @property
     def metric(self) -> Metric: ...
     @property
     def series(self) -> Sequence[SeriesLike]: ...
+
+
+ScalarRow: TypeAlias = "tuple[tuple[str, ...] | None, float | None]"
+"""Tag values (``None``: the overflow series) and value of one scalar series."""
 
 
 # -- names, escaping, numbers --------------------------------------------------------------------
@@ -650,6 +660,17 @@ class Exposition:
             if family is None:
                 continue
             out.append(family.om_header if openmetrics else family.text_header)
+            rows: Iterable[ScalarRow] | None = getattr(snapshot, "rows", None)
+            if rows is not None and not family.collapsing:
+                overflow: float | None = getattr(snapshot, "overflow", None)
+                if overflow is not None:
+                    rows = [*rows, (None, overflow)]
+                start = len(out)
+                written = _render_scalar_rows(family, rows, out, openmetrics)
+                if not family.collapsing:
+                    skipped += written
+                    continue
+                del out[start:]  # redaction made series equal: merge them, below
             series = snapshot.series
             if family.collapsing:
                 skipped += _render_family(family, _collapse(family, series), out, openmetrics)
@@ -746,21 +767,30 @@ def _collapse(family: _Family, series: Sequence[SeriesLike]) -> Sequence[SeriesL
 def _render_scalar(
     family: _Family, series: Sequence[SeriesLike], out: list[str], openmetrics: bool
 ) -> int:
+    rows = ((None if _OVERFLOW in s.tags else tuple(s.tags.values()), s.value) for s in series)
+    return _render_scalar_rows(family, rows, out, openmetrics)
+
+
+def _render_scalar_rows(
+    family: _Family, rows: Iterable[ScalarRow], out: list[str], openmetrics: bool
+) -> int:
     cache = family.cache
     sample = family.sample
+    tag_names = family.metric.tags
     check = openmetrics and family.type == "counter"
     skipped = 0
-    for s in series:
-        value = s.value
+    for key, value in rows:
         if value is None:
             continue
-        tags = s.tags
-        if _OVERFLOW in tags:
-            blocks = family.labels(tags, None)
+        if key is None:
+            blocks = family.labels(_OVERFLOW_TAGS, None)
         else:
-            key = tuple(tags.values())
             cached = cache.get(key)
-            blocks = cached if cached is not None else family.labels(tags, key)
+            blocks = (
+                cached
+                if cached is not None
+                else family.labels(dict(zip(tag_names, key, strict=True)), key)
+            )
         if value - value == 0:
             if check and value < 0:
                 skipped += 1

@@ -44,8 +44,7 @@ from random import random
 from typing import Any, Literal, TypeAlias
 
 from radiosonde.events import Handler
-from radiosonde.metrics import Metric
-from radiosonde.reporters._statsd_format import text
+from radiosonde.metrics import Metric, tag_text
 
 Mode: TypeAlias = Literal["count", "gauge", "samples"]
 _Internal: TypeAlias = Literal["tally", "count", "gauge", "samples"]
@@ -420,7 +419,7 @@ class Collector:
         try:
             hash(key)
         except TypeError:  # e.g. a list in the metadata: key the series by its text
-            key = text(key) if len(values) == 1 else tuple(text(v) for v in values)
+            key = tag_text(key) if len(values) == 1 else tuple(tag_text(v) for v in values)
         return key
 
     def _shard(self, slot: int) -> _Shard:

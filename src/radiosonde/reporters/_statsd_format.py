@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias
 
+from radiosonde.metrics import tag_text
 from radiosonde.redact import Redactor, default_redactor
 
 Style: TypeAlias = Literal["standard", "datadog"]
@@ -31,17 +32,6 @@ _PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\Z")
 
 # Integers print exactly up to here; beyond, "%.15g" keeps the line short.
 _EXACT_INT = 1e15
-
-
-def text(value: Any) -> str:
-    """A tag value as text (the same conversion as :meth:`radiosonde.metrics.Metric.tags_for`)."""
-    if type(value) is str:
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 def name_segment(value: str) -> str:
@@ -85,7 +75,7 @@ def check_global_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
                 f"invalid global tag name {key!r}: start with a letter, then letters, digits,"
                 " '_', '.', '-' or '/'"
             )
-        checked[key] = text(value)
+        checked[key] = tag_text(value)
     return checked
 
 

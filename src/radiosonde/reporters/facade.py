@@ -35,7 +35,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
 from radiosonde import metrics as m
 from radiosonde.aggregation import Aggregator
@@ -162,7 +162,45 @@ def _one_value(key: str) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
     return values_of
 
 
-class PrometheusBackend:
+class _Startable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+_R = TypeVar("_R", bound=_Startable)
+
+
+class _ReporterBackend(Generic[_R]):
+    """What both backends share: the reporter they feed, started and stopped with the backend
+    when the backend made it, left alone when it is the user's (the user runs it)."""
+
+    _reporter: _R
+    _owned: bool
+
+    @property
+    def reporter(self) -> _R:
+        """The reporter the facade's calls go to."""
+        return self._reporter
+
+    def start(self) -> None:
+        """Start the reporter (when the backend made it). Idempotent."""
+        if self._owned:
+            self._reporter.start()
+
+    def stop(self) -> None:
+        """Stop the reporter (when the backend made it), sending or keeping what it holds."""
+        if self._owned:
+            self._reporter.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class PrometheusBackend(_ReporterBackend[PrometheusReporter]):
     """The facade's Prometheus backend: ``/metrics`` serves every name called so far.
 
     * ``port``/``host``: where the reporter it starts listens. ``None``: ``PROMETHEUS_PORT``
@@ -230,30 +268,6 @@ class PrometheusBackend:
         self._increments: dict[str, _Definition | None] = {}
         self._gauges: dict[str, _Definition | None] = {}
         self._histograms: dict[str, _Definition | None] = {}
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    @property
-    def reporter(self) -> PrometheusReporter:
-        """The reporter serving the facade's metrics (its :attr:`~PrometheusReporter.url`...)."""
-        return self._reporter
-
-    def start(self) -> None:
-        """Start serving (when the backend made its reporter). Idempotent."""
-        if self._owned:
-            self._reporter.start()
-
-    def stop(self) -> None:
-        """Stop serving (when the backend made its reporter); values stay readable."""
-        if self._owned:
-            self._reporter.stop()
-
-    def __enter__(self) -> PrometheusBackend:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def stats(self) -> dict[str, int]:
         """``names`` defined, ``calls`` applied, and the counts of :data:`SKIP_REASONS`."""
@@ -377,7 +391,7 @@ class PrometheusBackend:
         return m.distribution(parts, reporter_options=options, **common)
 
 
-class StatsDBackend:
+class StatsDBackend(_ReporterBackend[StatsDReporter]):
     """The facade's StatsD / DogStatsD backend: each call becomes a StatsD update.
 
     ``increment`` -> a counter (``|c``), ``gauge`` -> a gauge (``|g``), ``histogram`` -> a
@@ -457,31 +471,9 @@ class StatsDBackend:
         self._lock = threading.Lock()
         self._names: set[str] = set()
 
-    @property
-    def reporter(self) -> StatsDReporter:
-        """The reporter that buffers and sends the facade's updates."""
-        return self._reporter
-
-    def start(self) -> None:
-        """Start the flusher (when the backend made its reporter). Idempotent."""
-        if self._owned:
-            self._reporter.start()
-
-    def stop(self) -> None:
-        """Send what is buffered and stop (when the backend made its reporter). Idempotent."""
-        if self._owned:
-            self._reporter.stop()
-
     def flush(self) -> int:
         """Send what is buffered now; the number of datagrams sent."""
         return self._reporter.flush()
-
-    def __enter__(self) -> StatsDBackend:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def stats(self) -> dict[str, int]:
         """``names`` taken, ``calls`` buffered, and the counts of :data:`SKIP_REASONS`; the

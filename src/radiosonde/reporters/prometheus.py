@@ -111,7 +111,7 @@ class _Scraper:
         self._reported_skips = 0
 
     def render(self, openmetrics: bool) -> bytes:
-        snapshot = self.aggregator.snapshot(quantiles=self.quantiles)
+        snapshot = self.aggregator.snapshot_rows(quantiles=self.quantiles)
         return self.exposition.render(snapshot, openmetrics=openmetrics)
 
     def respond(self, method: str, accept: str | None, accept_encoding: str | None) -> _Response:

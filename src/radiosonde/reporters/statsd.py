@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from radiosonde.events import EventName, attach, detach, execute
-from radiosonde.metrics import Metric
+from radiosonde.metrics import Metric, tag_text
 from radiosonde.reporters import _statsd_format as fmt
 from radiosonde.reporters._base import Reporter
 from radiosonde.reporters._statsd_buffer import Collector, Drained, Key, Mode
@@ -410,7 +410,7 @@ class StatsDReporter(Reporter):
         metric = self._plans[slot].metric
         count = len(metric.tags)
         values = () if count == 0 else ((raw,) if count == 1 else raw)
-        series = self._namer.series(metric.name, metric.tags, [fmt.text(v) for v in values])
+        series = self._namer.series(metric.name, metric.tags, [tag_text(v) for v in values])
         if len(self._series) >= _SERIES_CACHE:
             self._series.clear()
         self._series[key] = series
@@ -707,9 +707,9 @@ class StatsDReporter(Reporter):
         if found is not None:
             return found
         safe_name = ".".join(fmt.name_segment(part) for part in name.split("."))
-        pairs = sorted((fmt.text(key), fmt.text(value)) for key, value in items)
+        pairs = sorted((tag_text(key), tag_text(value)) for key, value in items)
         keys = [fmt.tag_value(key).replace(":", "_") or "_" for key, _ in pairs]
-        series = self._namer.series(safe_name, keys, [fmt.text(value) for _, value in pairs])
+        series = self._namer.series(safe_name, keys, [tag_text(value) for _, value in pairs])
         if len(self._direct_series) >= _SERIES_CACHE:
             self._direct_series.clear()
         self._direct_series[(name, items)] = series
@@ -765,7 +765,7 @@ class _Direct:
             try:
                 hash(items)
             except TypeError:  # a list as a tag value, say: key the series by its text
-                items = tuple((fmt.text(k), fmt.text(v)) for k, v in items)
+                items = tuple((tag_text(k), tag_text(v)) for k, v in items)
             key = (wire, name, items)
             with self.lock:
                 if wire == "c":
