@@ -808,7 +808,6 @@ def _render_scalar_rows(
 def _render_histogram(
     family: _Family, series: Sequence[SeriesLike], out: list[str], openmetrics: bool
 ) -> int:
-    cache = family.cache
     skipped = 0
     prepared = family.histogram
     if prepared is None:
@@ -826,13 +825,7 @@ def _render_histogram(
                 known_bounds, template, template_nosum, negative = family.prepare_histogram(
                     tuple(bounds)
                 )
-        tags = s.tags
-        if _OVERFLOW in tags:
-            blocks = family.labels(tags, None)
-        else:
-            key = tuple(tags.values())
-            cached = cache.get(key)
-            blocks = cached if cached is not None else family.labels(tags, key)
+        blocks = family.blocks(s.tags)
         total = s.sum
         if openmetrics and (negative or not total >= 0):
             skipped += 1
@@ -846,16 +839,9 @@ def _render_histogram(
 def _render_summary(
     family: _Family, series: Sequence[SeriesLike], out: list[str], openmetrics: bool
 ) -> int:
-    cache = family.cache
     skipped = 0
     for s in series:
-        tags = s.tags
-        if _OVERFLOW in tags:
-            blocks = family.labels(tags, None)
-        else:
-            key = tuple(tags.values())
-            cached = cache.get(key)
-            blocks = cached if cached is not None else family.labels(tags, key)
+        blocks = family.blocks(s.tags)
         items = list(s.quantiles.items())
         total = s.sum
         with_sum = True
