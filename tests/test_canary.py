@@ -176,12 +176,6 @@ def rsyslog() -> Iterator[RsyslogServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def statsd() -> Iterator[StatsDDaemon]:
-    with StatsDDaemon() as daemon:
-        yield daemon
-
-
 @pytest.fixture
 def udp_capture() -> Iterator[UdpCapture]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

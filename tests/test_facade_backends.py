@@ -420,20 +420,6 @@ def test_prometheus_scrapes_the_facade_and_promql_reads_it() -> None:
 # -- StatsDBackend -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[StatsDDaemon]:
-    with StatsDDaemon() as statsd:
-        yield statsd
-
-
-@pytest.fixture
-def statsd(daemon: StatsDDaemon) -> Iterator[StatsDDaemon]:
-    daemon.reset()
-    bad_before = daemon.bad_lines()
-    yield daemon
-    assert daemon.bad_lines() == bad_before, daemon.log_text()[-2000:]
-
-
 def statsd_backend(daemon: StatsDDaemon, **options: Any) -> StatsDBackend:
     options.setdefault("flush_interval", 3600)  # stop() flushes
     return StatsDBackend(daemon.host, daemon.port, **options)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,20 +26,6 @@ from tests.servers import StatsDDaemon
 pytestmark = pytest.mark.server
 
 EVENT = ("shop", "checkout", "stop")
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[StatsDDaemon]:
-    with StatsDDaemon() as statsd:
-        yield statsd
-
-
-@pytest.fixture
-def statsd(daemon: StatsDDaemon) -> Iterator[StatsDDaemon]:
-    daemon.reset()
-    bad_before = daemon.bad_lines()
-    yield daemon
-    assert daemon.bad_lines() == bad_before, daemon.log_text()[-2000:]
 
 
 def reporter(daemon: StatsDDaemon, metrics: list[m.Metric], **options: Any) -> StatsDReporter:
@@ -186,8 +171,9 @@ tag_values = st.text(st.characters(codec=None), max_size=20)
 )
 @given(value=tag_values, formatter=st.sampled_from(["standard", "datadog"]))
 def test_any_tag_value_is_one_good_line_for_the_daemon(
-    daemon: StatsDDaemon, value: str, formatter: str
+    statsd_daemon: StatsDDaemon, value: str, formatter: str
 ) -> None:
+    daemon = statsd_daemon  # not the `statsd` fixture: hypothesis runs many examples per call
     daemon.reset()
     bad = daemon.bad_lines()
     metric = m.counter("shop.checkout.stop.count", tags=["route"])
